@@ -1,0 +1,99 @@
+//! Turning untrusted bytes into an upright RGB image, refusing bombs before decoding.
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
+
+use crate::DetectError;
+
+/// Limits applied before any pixel is decoded.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeLimits {
+    /// Largest width x height accepted (default 100 megapixels).
+    pub max_pixels: u64,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        Self {
+            max_pixels: 100_000_000,
+        }
+    }
+}
+
+/// What the header says, read without decoding the pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub format: ImageFormat,
+    /// Stored size, before EXIF orientation.
+    pub width: u32,
+    pub height: u32,
+}
+
+fn reader<'a>(
+    bytes: &'a [u8],
+    limits: &DecodeLimits,
+) -> Result<ImageReader<Cursor<&'a [u8]>>, DetectError> {
+    let mut reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| DetectError::InvalidImage(e.to_string()))?;
+    if reader.format().is_none() {
+        return Err(DetectError::InvalidImage("unknown image format".into()));
+    }
+    // Decoders allocate for the declared size: cap it by the pixel limit (RGBA16 worst case).
+    let mut image_limits = Limits::default();
+    image_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).max(64 << 20));
+    reader.limits(image_limits);
+    Ok(reader)
+}
+
+/// Reads the format and stored size from the header and checks the pixel limit.
+/// The bytes are sniffed: the file name plays no part.
+pub fn probe(bytes: &[u8], limits: &DecodeLimits) -> Result<ImageInfo, DetectError> {
+    let reader = reader(bytes, limits)?;
+    let format = reader
+        .format()
+        .ok_or_else(|| DetectError::InvalidImage("unknown image format".into()))?;
+    let (width, height) = reader
+        .into_dimensions()
+        .map_err(|e| DetectError::InvalidImage(e.to_string()))?;
+    check_pixels(width, height, limits)?;
+    Ok(ImageInfo {
+        format,
+        width,
+        height,
+    })
+}
+
+fn check_pixels(width: u32, height: u32, limits: &DecodeLimits) -> Result<(), DetectError> {
+    if width == 0 || height == 0 {
+        return Err(DetectError::InvalidImage("image has no pixels".into()));
+    }
+    if u64::from(width) * u64::from(height) > limits.max_pixels {
+        return Err(DetectError::TooManyPixels {
+            width,
+            height,
+            limit: limits.max_pixels,
+        });
+    }
+    Ok(())
+}
+
+/// Decodes any supported format (the first frame of an animation) into upright
+/// 8-bit RGB: EXIF orientation applied; grayscale, 16-bit, palette, alpha and CMYK converted.
+pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, DetectError> {
+    let invalid = |e: image::ImageError| DetectError::InvalidImage(e.to_string());
+    let mut decoder = reader(bytes, limits)?.into_decoder().map_err(invalid)?;
+    let (width, height) = decoder.dimensions();
+    check_pixels(width, height, limits)?;
+    // A broken EXIF block should not cost the user the picture: treat it as upright.
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut image = DynamicImage::from_decoder(decoder).map_err(invalid)?;
+    image.apply_orientation(orientation);
+    Ok(match image {
+        DynamicImage::ImageRgb8(rgb) => rgb,
+        other => other.to_rgb8(),
+    })
+}

@@ -1,0 +1,31 @@
+//! Face detection in pure Rust: RetinaFace (MobileNet-0.25) run by the `rten`
+//! ONNX engine, with the model's weights built into the binary.
+//!
+//! Bytes in, faces and a marked image out; no HTTP, no database. The service and
+//! the `faces detect` command both use this crate.
+//!
+//! ```no_run
+//! use faces_detect::{decode, draw_faces, encode_jpeg, DecodeLimits, Detector, DetectorConfig};
+//!
+//! let bytes = std::fs::read("group.jpg").unwrap();
+//! let image = decode(&bytes, &DecodeLimits::default()).unwrap();
+//! let detector = Detector::new(DetectorConfig::default()).unwrap();
+//! let faces = detector.detect(&image).unwrap();
+//! println!("{} faces", faces.len());
+//! let marked = draw_faces(&image, &faces);
+//! std::fs::write("marked.jpg", encode_jpeg(&marked).unwrap()).unwrap();
+//! ```
+
+mod decode;
+mod detector;
+mod draw;
+mod error;
+mod geometry;
+mod retinaface;
+
+pub use decode::{decode, probe, DecodeLimits, ImageInfo};
+pub use detector::{Detector, DetectorConfig, Mode};
+pub use draw::{box_thickness, draw_faces, encode_jpeg};
+pub use error::DetectError;
+pub use geometry::Face;
+pub use image::{ImageFormat, RgbImage};
