@@ -1,6 +1,6 @@
 //! Turning untrusted bytes into an upright RGB image, refusing bombs before decoding.
 
-use std::io::Cursor;
+use std::io::{BufRead, Cursor, Seek};
 
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
 
@@ -30,11 +30,11 @@ pub struct ImageInfo {
     pub height: u32,
 }
 
-fn reader<'a>(
-    bytes: &'a [u8],
+fn reader<R: BufRead + Seek>(
+    source: R,
     limits: &DecodeLimits,
-) -> Result<ImageReader<Cursor<&'a [u8]>>, DetectError> {
-    let mut reader = ImageReader::new(Cursor::new(bytes))
+) -> Result<ImageReader<R>, DetectError> {
+    let mut reader = ImageReader::new(source)
         .with_guessed_format()
         .map_err(|e| DetectError::InvalidImage(e.to_string()))?;
     if reader.format().is_none() {
@@ -48,9 +48,13 @@ fn reader<'a>(
 }
 
 /// Reads the format and stored size from the header and checks the pixel limit.
-/// The bytes are sniffed: the file name plays no part.
-pub fn probe(bytes: &[u8], limits: &DecodeLimits) -> Result<ImageInfo, DetectError> {
-    let reader = reader(bytes, limits)?;
+/// The bytes are sniffed: the file name plays no part. Only the header is read,
+/// so a file on disk can be checked without loading it (`BufReader<File>`).
+pub fn probe<R: BufRead + Seek>(
+    source: R,
+    limits: &DecodeLimits,
+) -> Result<ImageInfo, DetectError> {
+    let reader = reader(source, limits)?;
     let format = reader
         .format()
         .ok_or_else(|| DetectError::InvalidImage("unknown image format".into()))?;
@@ -83,7 +87,9 @@ fn check_pixels(width: u32, height: u32, limits: &DecodeLimits) -> Result<(), De
 /// 8-bit RGB: EXIF orientation applied; grayscale, 16-bit, palette, alpha and CMYK converted.
 pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, DetectError> {
     let invalid = |e: image::ImageError| DetectError::InvalidImage(e.to_string());
-    let mut decoder = reader(bytes, limits)?.into_decoder().map_err(invalid)?;
+    let mut decoder = reader(Cursor::new(bytes), limits)?
+        .into_decoder()
+        .map_err(invalid)?;
     let (width, height) = decoder.dimensions();
     check_pixels(width, height, limits)?;
     // A broken EXIF block should not cost the user the picture: treat it as upright.

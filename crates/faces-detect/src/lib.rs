@@ -28,4 +28,4 @@ pub use detector::{Detector, DetectorConfig, Mode};
 pub use draw::{box_thickness, draw_faces, encode_jpeg};
 pub use error::DetectError;
 pub use geometry::Face;
-pub use image::{ImageFormat, RgbImage};
+pub use image::{guess_format, ImageFormat, RgbImage};

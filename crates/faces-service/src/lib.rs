@@ -1,1 +1,27 @@
-//! placeholder
+//! The faces service: upload → durable queue → worker → store → live feed, on one port.
+//!
+//! ```text
+//!  POST /image ──► validate, stream to storage ──► submissions + jobs (one transaction) ──► 202
+//!                                                      │
+//!        workers ◄── claim (lease) ────────────────────┘
+//!           │ decode, detect, draw (blocking thread)
+//!           ├──► storage: processed_faces/<aa>/<bb>/<uuid>.jpg
+//!           └──► record result ──► feed ──► every WebSocket client on /faces
+//! ```
+//!
+//! [`App::start`] runs it all in-process (the `spawn_app` of the tests);
+//! [`run`] adds signal handling for `faces serve` and `faces worker`.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod feed;
+pub mod metrics;
+pub mod store;
+pub mod submission;
+pub mod worker;
+
+pub use app::{run, App, AppState, Role};
+pub use config::Config;

@@ -5,6 +5,7 @@ mod detect;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use faces_service::{Config, Role};
 
 #[derive(Parser)]
 #[command(
@@ -19,6 +20,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the service: API, live feed, web page and workers on one port (the default).
+    Serve {
+        #[command(flatten)]
+        config: Config,
+        /// API only: leave the queue to `faces worker` processes.
+        #[arg(long, env = "FACES_NO_WORKERS")]
+        no_workers: bool,
+    },
+    /// Run detection workers only (scale-out), no HTTP.
+    Worker {
+        #[command(flatten)]
+        config: Config,
+    },
+    /// Create or update the database schema, then exit.
+    Migrate {
+        #[command(flatten)]
+        config: Config,
+    },
     /// Find faces in image files or folders; one JSON line per image on stdout.
     Detect(detect::DetectArgs),
 }
@@ -27,7 +46,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Detect(args)) => detect::run(args),
-        None => Ok(true),
+        Some(Command::Serve {
+            mut config,
+            no_workers,
+        }) => {
+            if no_workers {
+                config.workers = 0;
+            }
+            service(config, Role::Serve)
+        }
+        Some(Command::Worker { config }) => service(config, Role::Worker),
+        Some(Command::Migrate { config }) => migrate(config),
+        None => service(Config::embedded_defaults(), Role::Serve),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -37,4 +67,39 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FACES_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn service(config: Config, role: Role) -> anyhow::Result<bool> {
+    init_logging();
+    runtime()?.block_on(faces_service::run(config, role))?;
+    Ok(true)
+}
+
+fn migrate(config: Config) -> anyhow::Result<bool> {
+    init_logging();
+    std::fs::create_dir_all(&config.data_dir)?;
+    runtime()?.block_on(async {
+        faces_service::db::Db::connect(&config.database_url())
+            .await?
+            .close()
+            .await;
+        tracing::info!("database is up to date");
+        anyhow::Ok(true)
+    })
 }

@@ -1,0 +1,165 @@
+//! The detector on the real photos in `../shared/data`: known face counts,
+//! photos without faces, and the decoder edge cases with their expected outcomes.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use faces_detect::{decode, DecodeLimits, DetectError, Detector, DetectorConfig, Face};
+use serde_json::Value;
+
+fn data() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
+    assert!(
+        dir.is_dir(),
+        "shared test data not found at {}",
+        dir.display()
+    );
+    dir
+}
+
+fn detector() -> &'static Detector {
+    static DETECTOR: OnceLock<Detector> = OnceLock::new();
+    DETECTOR.get_or_init(|| Detector::new(DetectorConfig::default()).expect("bundled model loads"))
+}
+
+fn jsonl(path: PathBuf) -> Vec<Value> {
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("valid JSON line"))
+        .collect()
+}
+
+fn detect_file(path: PathBuf) -> Result<(u32, u32, Vec<Face>), DetectError> {
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let image = decode(&bytes, &DecodeLimits::default())?;
+    let faces = detector().detect(&image)?;
+    Ok((image.width(), image.height(), faces))
+}
+
+#[test]
+fn known_counts_are_found_exactly() {
+    let dir = data().join("known_counts");
+    let mut wrong = Vec::new();
+    let mut checked = 0;
+    for record in jsonl(dir.join("counts.jsonl")) {
+        let file = record["file"].as_str().expect("file");
+        let (_, _, faces) = detect_file(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let Some(expected) = record["faces"].as_u64() else {
+            continue; // count not meaningful (a 25x14 px GIF); decoding it is the test
+        };
+        checked += 1;
+        if faces.len() as u64 != expected {
+            wrong.push(format!(
+                "{file}: expected {expected}, found {}",
+                faces.len()
+            ));
+        }
+    }
+    assert!(checked >= 18, "only {checked} photos checked");
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+#[test]
+fn photos_without_people_give_no_faces() {
+    let dir = data().join("nonface");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("nonface dir") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        if !(name.ends_with(".jpg") || name.ends_with(".png")) {
+            continue;
+        }
+        let (_, _, faces) = detect_file(path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        if name == "dlib_dogs.jpg" {
+            // Dog heads are scored as faces by this model; at most one per dog.
+            assert!(faces.len() <= 4, "{name}: {} faces", faces.len());
+        } else {
+            assert!(faces.is_empty(), "{name}: {faces:?}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 7);
+}
+
+#[test]
+fn edge_cases_behave_as_annotated() {
+    let dir = data().join("edge");
+    for record in jsonl(dir.join("annotations.jsonl")) {
+        let file = record["file"].as_str().expect("file");
+        let expect = record["expect"].as_str().expect("expect");
+        let result = detect_file(dir.join(file));
+        match expect {
+            "decode" => {
+                let (width, height, faces) = result.unwrap_or_else(|e| panic!("{file}: {e}"));
+                if let Some(size) = record["display_size"].as_array() {
+                    let upright = (size[0].as_u64(), size[1].as_u64());
+                    assert_eq!(
+                        (Some(width.into()), Some(height.into())),
+                        upright,
+                        "{file}: not upright"
+                    );
+                }
+                let boxes = record["boxes"].as_array().expect("boxes");
+                for gt in boxes {
+                    let gt: Vec<f32> = gt
+                        .as_array()
+                        .expect("box")
+                        .iter()
+                        .map(|v| v.as_f64().unwrap_or(0.0) as f32)
+                        .collect();
+                    let gt = Face {
+                        x: gt[0],
+                        y: gt[1],
+                        width: gt[2],
+                        height: gt[3],
+                        score: 1.0,
+                        landmarks: [[0.0; 2]; 5],
+                    };
+                    let best = faces.iter().map(|f| f.iou(&gt)).fold(0.0, f32::max);
+                    assert!(
+                        best >= 0.4,
+                        "{file}: face at {gt:?} missed (best IoU {best}); found {faces:?}"
+                    );
+                }
+                if boxes.is_empty() && record["ignore"].as_array().is_none_or(|i| i.is_empty()) {
+                    assert!(
+                        faces.is_empty(),
+                        "{file}: expected no face, found {faces:?}"
+                    );
+                }
+            }
+            "error" => assert!(
+                matches!(result, Err(DetectError::InvalidImage(_))),
+                "{file}: {result:?}"
+            ),
+            "reject" => assert!(
+                matches!(result, Err(DetectError::TooManyPixels { .. })),
+                "{file}: {result:?}"
+            ),
+            "error_or_partial" => {} // either is fine; reaching here means no panic
+            other => panic!("{file}: unknown expectation {other}"),
+        }
+    }
+}
+
+#[test]
+fn faces_have_landmarks_inside_their_box() {
+    let (_, _, faces) = detect_file(data().join("known_counts/fr_obama.jpg")).expect("decodes");
+    let face = &faces[0];
+    assert!(face.score > 0.9);
+    for [x, y] in face.landmarks {
+        assert!(
+            x >= face.x && x <= face.x + face.width && y >= face.y && y <= face.y + face.height
+        );
+    }
+    // Eyes above the mouth corners.
+    assert!(
+        face.landmarks[0][1] < face.landmarks[3][1] && face.landmarks[1][1] < face.landmarks[4][1]
+    );
+}

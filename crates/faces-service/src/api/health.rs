@@ -1,0 +1,41 @@
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::metrics::Gauges;
+
+/// Liveness: the process answers.
+pub async fn healthcheck() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "OK")
+}
+
+/// Readiness: the database answers and storage takes a write.
+pub async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let database = state.db.check().await.map_err(|e| e.to_string());
+    let storage = state.store.check().await.map_err(|e| e.to_string());
+    let status = if database.is_ok() && storage.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let show = |r: Result<(), String>| r.err().unwrap_or_else(|| "ok".into());
+    (
+        status,
+        Json(json!({ "database": show(database), "storage": show(storage) })),
+    )
+}
+
+pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let depth = state.db.queue_depth().await.unwrap_or_default();
+    let body = state.metrics.render(&Gauges {
+        queued: depth.queued,
+        running: depth.running,
+        feed_clients: state.feed.connected_clients(),
+    });
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}

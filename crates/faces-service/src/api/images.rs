@@ -1,0 +1,121 @@
+//! Reading results: one submission, or a newest-first page of them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::submission::{timestamp, FaceBox, Submission};
+
+const DEFAULT_PAGE: i64 = 20;
+const MAX_PAGE: i64 = 100;
+
+/// A submission as `GET /image/<id>` shows it.
+#[derive(Debug, Serialize)]
+pub struct SubmissionView {
+    id: Uuid,
+    status: &'static str,
+    created_at: String,
+    processed_at: Option<String>,
+    faces_count: Option<usize>,
+    faces: Option<Vec<FaceBox>>,
+    image_url: Option<String>,
+    error: Option<String>,
+    width: Option<i64>,
+    height: Option<i64>,
+    attempts: i64,
+    duplicate_of: Option<Uuid>,
+}
+
+impl SubmissionView {
+    fn new(s: Submission, public_url: &str) -> Self {
+        Self {
+            id: s.id,
+            status: s.status.as_str(),
+            created_at: timestamp(s.created_at),
+            processed_at: s.processed_at.map(timestamp),
+            faces_count: s.faces.as_ref().map(Vec::len),
+            faces: s.faces,
+            image_url: s
+                .processed_key
+                .map(|key| format!("{public_url}/static/{key}")),
+            error: s.error,
+            width: s.width,
+            height: s.height,
+            attempts: s.attempts,
+            duplicate_of: s.duplicate_of,
+        }
+    }
+}
+
+pub async fn show(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<SubmissionView>, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found())?;
+    let submission = state.db.submission(id).await.map_err(ApiError::internal)?;
+    let submission = submission.ok_or_else(ApiError::not_found)?;
+    Ok(Json(SubmissionView::new(
+        submission,
+        state.config.public_url(),
+    )))
+}
+
+#[derive(Debug, Serialize)]
+pub struct Page {
+    images: Vec<SubmissionView>,
+    /// Pass as `before` to get the next (older) page; `null` on the last page.
+    next_before: Option<Uuid>,
+}
+
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Page>, ApiError> {
+    let limit = match query.get("limit").filter(|l| !l.is_empty()) {
+        None => DEFAULT_PAGE,
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=MAX_PAGE).contains(l))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "limit",
+                    format!("Enter a whole number from 1 to {MAX_PAGE}."),
+                )
+            })?,
+    };
+    let before = match query.get("before").filter(|b| !b.is_empty()) {
+        None => None,
+        Some(text) => Some(Uuid::parse_str(text).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "before",
+                "Enter the id of a submission.",
+            )
+        })?),
+    };
+    let submissions = state
+        .db
+        .list_submissions(limit, before)
+        .await
+        .map_err(ApiError::internal)?;
+    let next_before = (submissions.len() as i64 == limit)
+        .then(|| submissions.last().map(|s| s.id))
+        .flatten();
+    let public_url = state.config.public_url();
+    Ok(Json(Page {
+        images: submissions
+            .into_iter()
+            .map(|s| SubmissionView::new(s, public_url))
+            .collect(),
+        next_before,
+    }))
+}

@@ -1,0 +1,53 @@
+//! HTTP routes: one router that tests and `faces serve` both build.
+
+mod feed;
+mod health;
+mod images;
+mod page;
+mod processed;
+mod upload;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::app::AppState;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    // The upload handler counts bytes itself; the framework's 2 MB default must not cut in first.
+    let body_limit = DefaultBodyLimit::max(state.config.max_upload_bytes as usize + 1024 * 1024);
+    Router::new()
+        .route("/healthcheck", get(health::healthcheck))
+        .route("/healthcheck/", get(health::healthcheck))
+        .route("/readyz", get(health::ready))
+        .route("/metrics", get(health::metrics))
+        .route("/", get(page::index))
+        .route("/static/app.js", get(page::app_js))
+        .route("/static/style.css", get(page::style_css))
+        .route(
+            "/image",
+            post(upload::upload).layer(body_limit).get(page::index),
+        )
+        .route(
+            "/image/",
+            post(upload::upload).layer(body_limit).get(page::index),
+        )
+        .route("/image/{id}", get(images::show))
+        .route("/images", get(images::list))
+        .route("/faces", get(feed::feed))
+        .route(
+            "/static/processed_faces/{aa}/{bb}/{file}",
+            get(processed::serve),
+        )
+        .fallback(|| async { crate::error::ApiError::not_found() })
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .with_state(state)
+}

@@ -1,0 +1,56 @@
+//! `GET /static/processed_faces/<aa>/<bb>/<uuid>.jpg`: marked copies, immutable once written.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::store::{processed_key, StoreError};
+
+pub async fn serve(
+    State(state): State<Arc<AppState>>,
+    Path((aa, bb, file)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    // Only keys this service could have written; anything else (.., other names) is 404.
+    let id = file
+        .strip_suffix(".jpg")
+        .and_then(|stem| Uuid::parse_str(stem).ok())
+        .ok_or_else(ApiError::not_found)?;
+    let key = processed_key(id);
+    if key != format!("processed_faces/{aa}/{bb}/{file}") {
+        return Err(ApiError::not_found());
+    }
+    let etag = format!("\"{}\"", id.simple());
+    let cache = [
+        (header::ETAG, etag.clone()),
+        (
+            header::CACHE_CONTROL,
+            "public, max-age=31536000, immutable".to_owned(),
+        ),
+    ];
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|tag| tag.trim() == etag || tag.trim() == "*")
+        })
+    {
+        return Ok((StatusCode::NOT_MODIFIED, cache).into_response());
+    }
+    match state.store.get(&key).await {
+        Ok(bytes) => Ok((
+            cache,
+            [(header::CONTENT_TYPE, "image/jpeg".to_owned())],
+            bytes,
+        )
+            .into_response()),
+        Err(StoreError::NotFound(_)) => Err(ApiError::not_found()),
+        Err(other) => Err(ApiError::internal(other)),
+    }
+}

@@ -1,0 +1,274 @@
+//! `POST /image/`: stream the file to disk while hashing it, validate it as SPEC
+//! section 2 orders, store it, and queue its job, all before answering 202.
+//! A rejected upload leaves nothing behind.
+
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Json;
+use chrono::Utc;
+use faces_detect::{guess_format, probe, DecodeLimits, DetectError, ImageFormat};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::error::{messages, ApiError};
+use crate::store::original_key;
+use crate::submission::{Status, Submission};
+
+/// Field names that carry the file: `image` (first reference app), `file` (second).
+const FILE_FIELDS: [&str; 2] = ["image", "file"];
+
+/// The 202 body, fields in SPEC order.
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    message: &'static str,
+    feed_url: String,
+    id: Uuid,
+    status_url: String,
+}
+
+/// A file on disk that is removed when dropped, unless it was moved away first.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A streamed upload, not yet validated.
+struct Received {
+    temp: TempFile,
+    file_name: String,
+    size: u64,
+    sha256: String,
+}
+
+pub async fn upload(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let html = wants_html(request.headers());
+    match accept(&state, request).await {
+        // A form posted without JavaScript gets pages, not JSON.
+        Ok(_) if html => Redirect::to("/").into_response(),
+        Ok(accepted) => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
+        Err(error) => {
+            tracing::info!(status = error.status.as_u16(), reason = %error.message, "upload rejected");
+            if html {
+                super::page::upload_error_page(error.status, &error.message)
+            } else {
+                error.into_response()
+            }
+        }
+    }
+}
+
+/// True for a browser's plain form post: it asks for HTML and not for JSON.
+fn wants_html(headers: &HeaderMap) -> bool {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    accept.contains("text/html") && !accept.contains("application/json")
+}
+
+async fn accept(state: &Arc<AppState>, request: Request) -> Result<Accepted, ApiError> {
+    let limit = state.config.max_upload_bytes;
+    check_headers(request.headers(), limit)?;
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none")
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let multipart = Multipart::from_request(request, &()).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "image",
+            format!("Unsupported media type “{content_type}”. Send the image as multipart/form-data in the field “image”."),
+        )
+    })?;
+    let received = receive(state, multipart, limit).await?;
+    if received.size == 0 {
+        return Err(ApiError::image(messages::EMPTY));
+    }
+    let limits = DecodeLimits {
+        max_pixels: state.config.max_pixels,
+    };
+    let (path, name) = (received.temp.0.clone(), received.file_name.clone());
+    let (extension, width, height) =
+        tokio::task::spawn_blocking(move || validate(&path, &name, &limits))
+            .await
+            .map_err(ApiError::internal)??;
+
+    let id = Uuid::new_v4();
+    let key = original_key(id, &extension);
+    state
+        .store
+        .put_file(&key, &received.temp.0)
+        .await
+        .map_err(ApiError::internal)?;
+    let submission = Submission {
+        id,
+        status: Status::Queued,
+        created_at: Utc::now(),
+        processed_at: None,
+        original_key: key.clone(),
+        processed_key: None,
+        content_hash: received.sha256,
+        byte_size: received.size as i64,
+        width: Some(i64::from(width)),
+        height: Some(i64::from(height)),
+        faces: None,
+        duplicate_of: None,
+        error: None,
+        attempts: 0,
+    };
+    if let Err(error) = state.db.insert_submission(&submission).await {
+        let _ = state.store.delete(&key).await;
+        return Err(ApiError::internal(error));
+    }
+    state.metrics.upload(received.size);
+    state.wake.notify_one();
+    tracing::info!(%id, bytes = received.size, width, height, "upload accepted");
+    Ok(Accepted {
+        message: "Request accepted. Starting image processing.",
+        feed_url: state.config.feed_url(),
+        id,
+        status_url: format!("{}/image/{id}", state.config.public_url()),
+    })
+}
+
+/// Refuses a declared body far over the limit before reading any of it.
+fn check_headers(headers: &HeaderMap, limit: u64) -> Result<(), ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    // Multipart framing adds a little: allow 64 KiB of it.
+    if declared.is_some_and(|length| length > limit + 64 * 1024) {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "image",
+            messages::too_large(limit),
+        ));
+    }
+    Ok(())
+}
+
+/// Streams the first file field to a temporary file, hashing as it goes.
+async fn receive(
+    state: &Arc<AppState>,
+    mut multipart: Multipart,
+    limit: u64,
+) -> Result<Received, ApiError> {
+    let malformed = |error: axum::extract::multipart::MultipartError| {
+        if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "image",
+                messages::too_large(limit),
+            )
+        } else {
+            ApiError::image(format!(
+                "The upload could not be read: {}.",
+                error.body_text()
+            ))
+        }
+    };
+    let mut saw_plain_value = false;
+    while let Some(mut field) = multipart.next_field().await.map_err(malformed)? {
+        if !field.name().is_some_and(|name| FILE_FIELDS.contains(&name)) {
+            continue;
+        }
+        let Some(file_name) = field.file_name().map(str::to_owned) else {
+            saw_plain_value = true;
+            continue;
+        };
+        let temp = TempFile(state.store.temp_path());
+        let mut file = tokio::fs::File::create(&temp.0)
+            .await
+            .map_err(ApiError::internal)?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = field.chunk().await.map_err(malformed)? {
+            size += chunk.len() as u64;
+            if size > limit {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "image",
+                    messages::too_large(limit),
+                ));
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk).await.map_err(ApiError::internal)?;
+        }
+        file.flush().await.map_err(ApiError::internal)?;
+        return Ok(Received {
+            temp,
+            file_name,
+            size,
+            sha256: hex::encode(hasher.finalize()),
+        });
+    }
+    Err(ApiError::image(if saw_plain_value {
+        messages::NOT_A_FILE
+    } else {
+        messages::NO_FILE
+    }))
+}
+
+/// SPEC order: (1) an image at all? (2) extension allowed? (3) bytes of that
+/// format, header decodable, within the pixel limit? Returns the extension to
+/// store under and the stored size.
+fn validate(
+    path: &Path,
+    file_name: &str,
+    limits: &DecodeLimits,
+) -> Result<(String, u32, u32), ApiError> {
+    let mut file = BufReader::new(std::fs::File::open(path).map_err(ApiError::internal)?);
+    let mut head = Vec::with_capacity(64);
+    (&mut file)
+        .take(64)
+        .read_to_end(&mut head)
+        .map_err(ApiError::internal)?;
+    let Ok(sniffed) = guess_format(&head) else {
+        return Err(ApiError::image(messages::INVALID_IMAGE));
+    };
+    // The name is only read for its extension; it is never used as a path.
+    let extension = file_name
+        .rsplit_once('.')
+        .map(|(_, ext)| ext.to_lowercase())
+        .unwrap_or_default();
+    let expected = match extension.as_str() {
+        "jpg" | "jpeg" => ImageFormat::Jpeg,
+        "png" => ImageFormat::Png,
+        "gif" => ImageFormat::Gif,
+        _ => return Err(ApiError::image(messages::extension_not_allowed(&extension))),
+    };
+    if sniffed != expected {
+        return Err(ApiError::image(messages::INVALID_IMAGE));
+    }
+    file.seek(SeekFrom::Start(0)).map_err(ApiError::internal)?;
+    match probe(file, limits) {
+        Ok(info) => Ok((extension, info.width, info.height)),
+        Err(DetectError::TooManyPixels {
+            width,
+            height,
+            limit,
+        }) => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "image",
+            messages::too_many_pixels(width, height, limit),
+        )),
+        Err(_) => Err(ApiError::image(messages::INVALID_IMAGE)),
+    }
+}

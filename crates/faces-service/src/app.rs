@@ -1,0 +1,156 @@
+//! Wiring: state shared by the API and the workers, and starting/stopping it all.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::feed::Feed;
+use crate::metrics::Metrics;
+use crate::store::LocalStore;
+use crate::{api, worker};
+
+/// How long shutdown waits for in-flight jobs before leaving them to their lease.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// What handlers and workers share.
+pub struct AppState {
+    pub config: Config,
+    pub db: Db,
+    pub store: LocalStore,
+    pub feed: Feed,
+    pub metrics: Metrics,
+    /// Signalled on each accepted upload so an idle worker starts at once.
+    pub wake: Notify,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// What a process runs: `faces serve` is both unless told `--no-workers`; `faces worker` has no HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Serve,
+    Worker,
+}
+
+/// A running service: HTTP server (unless a worker-only node) plus workers.
+pub struct App {
+    /// Where the HTTP server listens (`None` on a worker-only node).
+    pub addr: Option<SocketAddr>,
+    pub state: Arc<AppState>,
+    shutdown: watch::Sender<bool>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl App {
+    /// Opens storage and database (migrating it), binds the port and starts
+    /// `config.workers` workers.
+    pub async fn start(config: Config, role: Role) -> anyhow::Result<App> {
+        tokio::fs::create_dir_all(&config.data_dir)
+            .await
+            .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+        let store = LocalStore::open(&config.data_dir)
+            .await
+            .context("opening storage")?;
+        let db = Db::connect(&config.database_url())
+            .await
+            .context("opening database")?;
+        let listener = match role {
+            Role::Serve => Some(
+                TcpListener::bind((config.host, config.port))
+                    .await
+                    .with_context(|| format!("binding {}:{}", config.host, config.port))?,
+            ),
+            Role::Worker => None,
+        };
+        let addr = listener.as_ref().map(TcpListener::local_addr).transpose()?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let state = Arc::new(AppState {
+            config,
+            db,
+            store,
+            feed: Feed::new(),
+            metrics: Metrics::default(),
+            wake: Notify::new(),
+            shutdown: shutdown_rx.clone(),
+        });
+        let workers = (0..state.config.workers)
+            .map(|n| tokio::spawn(worker::run(state.clone(), n, shutdown_rx.clone())))
+            .collect();
+        let server = listener.map(|listener| {
+            let router = api::router(state.clone());
+            let mut stop = shutdown_rx.clone();
+            tokio::spawn(async move {
+                axum::serve(
+                    listener,
+                    router.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                })
+                .await
+            })
+        });
+        match addr {
+            Some(addr) => tracing::info!(%addr, workers = state.config.workers, "faces listening"),
+            None => tracing::info!(workers = state.config.workers, "faces worker running"),
+        }
+        Ok(App {
+            addr,
+            state,
+            shutdown,
+            server,
+            workers,
+        })
+    }
+
+    /// Stops accepting, closes feed connections, lets workers finish the job in hand.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        if let Some(server) = self.server {
+            let _ = server.await;
+        }
+        let workers = futures::future::join_all(self.workers);
+        if tokio::time::timeout(SHUTDOWN_GRACE, workers).await.is_err() {
+            tracing::warn!("workers still busy at shutdown; their jobs return to the queue when the lease ends");
+        }
+        self.state.db.close().await;
+        tracing::info!("faces stopped");
+    }
+}
+
+/// `faces serve` / `faces worker`: runs until SIGINT or SIGTERM, then shuts down gracefully.
+pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
+    let app = App::start(config, role).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    app.stop().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

@@ -1,0 +1,143 @@
+//! Service settings: every one a flag and a `FACES_*` environment variable, with
+//! embedded defaults that need nothing installed (SQLite file, local folder).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use faces_detect::{DetectorConfig, Mode};
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "FACES_HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "FACES_PORT", default_value_t = 8282)]
+    pub port: u16,
+    /// Folder for the database file, originals, marked copies and temporary uploads.
+    #[arg(long, env = "FACES_DATA_DIR", default_value = "faces-data")]
+    pub data_dir: PathBuf,
+    /// Database URL; default `sqlite://<data-dir>/faces.db`. `postgres://…` for scale-out.
+    #[arg(long, env = "FACES_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Base URL clients reach this service at; used in `feed_url`, `status_url`, `image_url`.
+    #[arg(
+        long,
+        env = "FACES_PUBLIC_URL",
+        default_value = "http://localhost:8282"
+    )]
+    pub public_url: String,
+    /// Largest upload in bytes.
+    #[arg(long, env = "FACES_MAX_UPLOAD_BYTES", default_value_t = 100 * 1024 * 1024)]
+    pub max_upload_bytes: u64,
+    /// Largest image in pixels (width x height), checked from the header before decoding.
+    #[arg(long, env = "FACES_MAX_PIXELS", default_value_t = 100_000_000)]
+    pub max_pixels: u64,
+    /// Detection workers in this process (0: API only).
+    #[arg(long, env = "FACES_WORKERS", default_value_t = default_workers())]
+    pub workers: usize,
+    /// Attempts per job before its submission is marked failed.
+    #[arg(long, env = "FACES_MAX_ATTEMPTS", default_value_t = 10)]
+    pub max_attempts: u32,
+    /// Retry delay after the first failure in milliseconds; doubles with each attempt.
+    #[arg(long, env = "FACES_RETRY_BASE_MS", default_value_t = 5000)]
+    pub retry_base_ms: u64,
+    /// A running job whose worker has not renewed its lease for this long returns to the queue.
+    #[arg(long, env = "FACES_JOB_LEASE_SECS", default_value_t = 60)]
+    pub job_lease_secs: u64,
+    /// Detector mode: fast or accurate.
+    #[arg(long, env = "FACES_DETECTOR_MODE", default_value = "fast")]
+    pub detector_mode: Mode,
+    /// Minimum face score (0..1).
+    #[arg(long, env = "FACES_SCORE_THRESHOLD", default_value_t = 0.5)]
+    pub score_threshold: f32,
+    /// NMS IoU threshold.
+    #[arg(long, env = "FACES_NMS_THRESHOLD", default_value_t = 0.4)]
+    pub nms_threshold: f32,
+    /// Longest side the detector runs at.
+    #[arg(long, env = "FACES_MAX_INPUT_SIDE", default_value_t = 4096)]
+    pub max_input_side: u32,
+    /// Inference threads per worker.
+    #[arg(long, env = "FACES_DETECTOR_THREADS", default_value_t = 1)]
+    pub detector_threads: usize,
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl Config {
+    /// The defaults, as `faces serve` with no flags and no environment would use.
+    pub fn embedded_defaults() -> Self {
+        use clap::{Command, FromArgMatches};
+        let command = <Self as Args>::augment_args(Command::new("faces"));
+        let matches = command.get_matches_from(["faces"]);
+        Self::from_arg_matches(&matches).expect("defaults parse")
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("faces.db").display()
+            )
+        })
+    }
+
+    pub fn public_url(&self) -> &str {
+        self.public_url.trim_end_matches('/')
+    }
+
+    /// `ws://host/faces` or `wss://host/faces`, matching the public URL's scheme.
+    pub fn feed_url(&self) -> String {
+        let base = self.public_url();
+        let ws = if let Some(rest) = base.strip_prefix("https://") {
+            format!("wss://{rest}")
+        } else if let Some(rest) = base.strip_prefix("http://") {
+            format!("ws://{rest}")
+        } else {
+            base.to_owned()
+        };
+        format!("{ws}/faces")
+    }
+
+    pub fn retry_delay(&self, attempt: u32) -> Duration {
+        let factor = 2u64.saturating_pow(attempt.saturating_sub(1));
+        Duration::from_millis(self.retry_base_ms.saturating_mul(factor))
+    }
+
+    pub fn detector(&self) -> DetectorConfig {
+        DetectorConfig {
+            score_threshold: self.score_threshold,
+            nms_threshold: self.nms_threshold,
+            mode: self.detector_mode,
+            max_input_side: self.max_input_side,
+            threads: Some(self.detector_threads.max(1)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_match_the_spec() {
+        let config = Config::embedded_defaults();
+        assert_eq!(config.port, 8282);
+        assert_eq!(config.max_attempts, 10);
+        assert_eq!(config.feed_url(), "ws://localhost:8282/faces");
+        assert_eq!(config.retry_delay(1), Duration::from_secs(5));
+        assert_eq!(config.retry_delay(3), Duration::from_secs(20));
+        assert!(config.database_url().starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn feed_url_follows_https() {
+        let mut config = Config::embedded_defaults();
+        config.public_url = "https://faces.example.org/".into();
+        assert_eq!(config.feed_url(), "wss://faces.example.org/faces");
+    }
+}

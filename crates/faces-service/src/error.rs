@@ -1,0 +1,101 @@
+//! API errors, all answered in the documented JSON shape: a body keyed by field
+//! with a list of human sentences, never a stack trace.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// The field the message is about (`image`, `limit`, …) or `detail` for the request as a whole.
+    pub field: &'static str,
+    pub message: String,
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            field,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// A 400 about the uploaded image.
+    pub fn image(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "image", message)
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "detail", "Not found.")
+    }
+
+    /// A failure of ours: logged in full, answered without internals.
+    pub fn internal(error: impl std::fmt::Display) -> Self {
+        tracing::error!(%error, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "detail",
+            "The server could not complete the request. Please try again.",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response =
+            (self.status, Json(json!({ self.field: [self.message] }))).into_response();
+        if let Some(seconds) = self.retry_after {
+            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}
+
+/// Messages of SPEC section 2, word for word.
+pub mod messages {
+    pub const NO_FILE: &str = "No file was submitted.";
+    pub const EMPTY: &str = "The submitted file is empty.";
+    pub const NOT_A_FILE: &str =
+        "The submitted data was not a file. Check the encoding type on the form.";
+    pub const INVALID_IMAGE: &str =
+        "Upload a valid image. The file you uploaded was either not an image or a corrupted image.";
+    pub const ALLOWED: [&str; 4] = ["gif", "jpg", "jpeg", "png"];
+
+    pub fn extension_not_allowed(extension: &str) -> String {
+        format!(
+            "File extension “{extension}” is not allowed. Allowed extensions are: {}.",
+            ALLOWED.join(", ")
+        )
+    }
+
+    pub fn too_large(limit: u64) -> String {
+        format!(
+            "The submitted file is too large. The limit is {}.",
+            human_bytes(limit)
+        )
+    }
+
+    pub fn too_many_pixels(width: u32, height: u32, limit: u64) -> String {
+        format!(
+            "The image is {width}x{height} pixels ({:.1} megapixels). The limit is {:.1} megapixels.",
+            (u64::from(width) * u64::from(height)) as f64 / 1e6,
+            limit as f64 / 1e6
+        )
+    }
+
+    pub fn human_bytes(bytes: u64) -> String {
+        const MB: u64 = 1024 * 1024;
+        if bytes >= MB && bytes % MB == 0 {
+            format!("{} MB ({bytes} bytes)", bytes / MB)
+        } else {
+            format!("{bytes} bytes")
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! The live feed: every successful detection goes to every connected client.
+//!
+//! Events are serialised once and fanned out through a bounded broadcast channel.
+//! Publishing never waits for a client: a client that falls more than
+//! [`CLIENT_BUFFER`] events behind is disconnected (it can reload the gallery).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::submission::FaceBox;
+
+/// Events a client may fall behind before it is dropped.
+pub const CLIENT_BUFFER: usize = 1024;
+
+/// The message of SPEC section 4, fields in its order.
+#[derive(Debug, Clone, Serialize)]
+pub struct Detection {
+    pub message: &'static str,
+    pub created_at: String,
+    pub processed_at: String,
+    pub faces_count: usize,
+    pub image_url: String,
+    pub id: String,
+    pub faces: Vec<FaceBox>,
+}
+
+/// One published event, as sent to WebSocket clients and to Socket.IO clients.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// The JSON text of a [`Detection`].
+    pub json: Arc<str>,
+    /// The processed image's URL path (`/static/processed_faces/…`).
+    pub image_path: Arc<str>,
+}
+
+#[derive(Clone)]
+pub struct Feed {
+    sender: broadcast::Sender<Event>,
+    clients: Arc<AtomicUsize>,
+}
+
+impl Default for Feed {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Feed {
+    pub fn new() -> Self {
+        let (sender, _) = broadcast::channel(CLIENT_BUFFER);
+        Self {
+            sender,
+            clients: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Sends to every client connected to this process.
+    pub fn publish_local(&self, event: Event) {
+        // An error only means nobody is listening.
+        let _ = self.sender.send(event);
+    }
+
+    pub fn publish(&self, detection: &Detection, image_path: &str) {
+        match serde_json::to_string(detection) {
+            Ok(json) => self.publish_local(Event {
+                json: json.into(),
+                image_path: image_path.into(),
+            }),
+            Err(error) => tracing::error!(%error, "could not serialise detection"),
+        }
+    }
+
+    /// A new client's receiver; dropping the guard counts it out.
+    pub fn subscribe(&self) -> (broadcast::Receiver<Event>, ClientGuard) {
+        self.clients.fetch_add(1, Ordering::Relaxed);
+        (
+            self.sender.subscribe(),
+            ClientGuard {
+                clients: self.clients.clone(),
+            },
+        )
+    }
+
+    pub fn connected_clients(&self) -> usize {
+        self.clients.load(Ordering::Relaxed)
+    }
+}
+
+pub struct ClientGuard {
+    clients: Arc<AtomicUsize>,
+}
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}

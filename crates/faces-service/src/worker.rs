@@ -1,0 +1,278 @@
+//! Workers: claim a job, detect faces on a blocking thread, store the marked copy,
+//! record the result, tell the feed. Failures are retried with exponential backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::Utc;
+use faces_detect::{decode, draw_faces, encode_jpeg, DecodeLimits, DetectError, Detector};
+use tokio::sync::watch;
+
+use crate::app::AppState;
+use crate::db::ClaimedJob;
+use crate::feed::Detection;
+use crate::store::processed_key;
+use crate::submission::{timestamp, FaceBox, Outcome, Submission};
+
+/// How long an idle worker sleeps before looking at the queue again when nobody wakes it.
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why an attempt failed, and whether trying again could help.
+#[derive(Debug)]
+struct JobError {
+    message: String,
+    permanent: bool,
+}
+
+impl JobError {
+    fn transient(message: impl std::fmt::Display) -> Self {
+        Self {
+            message: message.to_string(),
+            permanent: false,
+        }
+    }
+    fn permanent(message: impl std::fmt::Display) -> Self {
+        Self {
+            message: message.to_string(),
+            permanent: true,
+        }
+    }
+}
+
+/// Runs one worker until `shutdown` turns true; a job in hand is finished first.
+pub async fn run(state: Arc<AppState>, number: usize, mut shutdown: watch::Receiver<bool>) {
+    let config = state.config.detector();
+    let detector = match tokio::task::spawn_blocking(move || Detector::new(config)).await {
+        Ok(Ok(detector)) => Arc::new(detector),
+        Ok(Err(error)) => {
+            return tracing::error!(%error, "worker {number}: detector failed to load")
+        }
+        Err(error) => return tracing::error!(%error, "worker {number}: detector failed to load"),
+    };
+    let lease = Duration::from_secs(state.config.job_lease_secs.max(1));
+    tracing::debug!(worker = number, "worker ready");
+    while !*shutdown.borrow() {
+        match state.db.claim_job(lease).await {
+            Ok(Some(job)) => process(&state, &detector, job, lease).await,
+            Ok(None) => {
+                tokio::select! {
+                    _ = state.wake.notified() => {}
+                    _ = tokio::time::sleep(POLL_INTERVAL) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "worker {number}: could not claim a job");
+                tokio::time::sleep(POLL_INTERVAL).await;
+            }
+        }
+    }
+    tracing::debug!(worker = number, "worker stopped");
+}
+
+async fn process(
+    state: &Arc<AppState>,
+    detector: &Arc<Detector>,
+    job: ClaimedJob,
+    lease: Duration,
+) {
+    let id = job.submission_id;
+    let max_attempts = state.config.max_attempts.max(1);
+    if job.attempts > max_attempts {
+        // Its workers kept dying mid-job (crash loop): stop trying.
+        let message = format!("gave up after {} attempts", job.attempts - 1);
+        if let Err(error) = state.db.fail_job(&job, &message).await {
+            tracing::error!(%id, %error, "could not mark job failed");
+        }
+        return;
+    }
+    let started = std::time::Instant::now();
+    let heartbeat = {
+        let (state, job) = (state.clone(), job.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(lease / 3);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match state.db.renew_lease(&job, lease).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return tracing::warn!(id = %job.submission_id, "lost the job's lease")
+                    }
+                    Err(error) => {
+                        tracing::warn!(id = %job.submission_id, %error, "could not renew lease")
+                    }
+                }
+            }
+        })
+    };
+    let result = attempt(state, detector, &job).await;
+    heartbeat.abort();
+    let recorded = match result {
+        Ok((submission, outcome)) => match state.db.complete_job(&job, &outcome).await {
+            Ok(true) => {
+                state.metrics.jobs_done();
+                tracing::info!(%id, faces = outcome.faces.len(), duplicate = outcome.duplicate_of.is_some(),
+                    ms = started.elapsed().as_millis() as u64, "job done");
+                notify(state, &submission, &outcome);
+                Ok(())
+            }
+            Ok(false) => {
+                Ok(tracing::warn!(%id, "job was taken over by another worker; result dropped"))
+            }
+            Err(error) => Err(error),
+        },
+        Err(error) if error.permanent || job.attempts >= max_attempts => {
+            state.metrics.jobs_failed();
+            tracing::warn!(%id, attempts = job.attempts, error = %error.message, "job failed");
+            state.db.fail_job(&job, &error.message).await.map(|_| ())
+        }
+        Err(error) => {
+            state.metrics.jobs_retried();
+            let delay = state.config.retry_delay(job.attempts);
+            tracing::warn!(%id, attempts = job.attempts, retry_in_ms = delay.as_millis() as u64,
+                error = %error.message, "job attempt failed; will retry");
+            let run_at = Utc::now() + delay;
+            state
+                .db
+                .retry_job(&job, &error.message, run_at)
+                .await
+                .map(|_| ())
+        }
+    };
+    if let Err(error) = recorded {
+        // The lease will run out and another attempt will pick the job up.
+        tracing::error!(%id, %error, "could not record the job's result");
+    }
+}
+
+fn notify(state: &AppState, submission: &Submission, outcome: &Outcome) {
+    let Some(key) = &outcome.processed_key else {
+        return; // no face: nothing to show, as in the first reference app
+    };
+    let image_path = format!("/static/{key}");
+    let detection = Detection {
+        message: "Successful face detection",
+        created_at: timestamp(submission.created_at),
+        processed_at: timestamp(outcome.processed_at),
+        faces_count: outcome.faces.len(),
+        image_url: format!("{}{image_path}", state.config.public_url()),
+        id: submission.id.to_string(),
+        faces: outcome.faces.clone(),
+    };
+    state.feed.publish(&detection, &image_path);
+}
+
+/// One attempt at a job: reuse an earlier identical upload's result, or detect.
+async fn attempt(
+    state: &Arc<AppState>,
+    detector: &Arc<Detector>,
+    job: &ClaimedJob,
+) -> Result<(Submission, Outcome), JobError> {
+    let submission = state
+        .db
+        .submission(job.submission_id)
+        .await
+        .map_err(JobError::transient)?
+        .ok_or_else(|| JobError::permanent("submission disappeared"))?;
+    let target = processed_key(submission.id);
+
+    let earlier = state
+        .db
+        .done_with_hash(&submission.content_hash, submission.id)
+        .await
+        .map_err(JobError::transient)?;
+    if let Some(earlier) = earlier {
+        let processed_key = match &earlier.processed_key {
+            Some(from) => {
+                state
+                    .store
+                    .copy(from, &target)
+                    .await
+                    .map_err(JobError::transient)?;
+                Some(target)
+            }
+            None => None,
+        };
+        return Ok((
+            submission,
+            Outcome {
+                processed_at: Utc::now(),
+                width: earlier.width.unwrap_or_default(),
+                height: earlier.height.unwrap_or_default(),
+                faces: earlier.faces.clone().unwrap_or_default(),
+                processed_key,
+                duplicate_of: Some(earlier.id),
+            },
+        ));
+    }
+
+    let original = state
+        .store
+        .get(&submission.original_key)
+        .await
+        .map_err(JobError::transient)?;
+    let limits = DecodeLimits {
+        max_pixels: state.config.max_pixels,
+    };
+    let detector = detector.clone();
+    let metrics = state.metrics.clone();
+    let (width, height, faces, marked) =
+        tokio::task::spawn_blocking(move || detect(&detector, &original, &limits, &metrics))
+            .await
+            .map_err(JobError::transient)??;
+    let processed_key = match marked {
+        Some(jpeg) => {
+            state
+                .store
+                .put(&target, jpeg)
+                .await
+                .map_err(JobError::transient)?;
+            Some(target)
+        }
+        None => None,
+    };
+    Ok((
+        submission,
+        Outcome {
+            processed_at: Utc::now(),
+            width,
+            height,
+            faces,
+            processed_key,
+            duplicate_of: None,
+        },
+    ))
+}
+
+type Detected = (i64, i64, Vec<FaceBox>, Option<Bytes>);
+
+/// Decode, detect and mark: CPU-bound, runs on a blocking thread.
+fn detect(
+    detector: &Detector,
+    original: &[u8],
+    limits: &DecodeLimits,
+    metrics: &crate::metrics::Metrics,
+) -> Result<Detected, JobError> {
+    let image = decode(original, limits).map_err(|e| match e {
+        DetectError::InvalidImage(_) | DetectError::TooManyPixels { .. } => JobError::permanent(e),
+        other => JobError::transient(other),
+    })?;
+    let started = std::time::Instant::now();
+    let faces = detector.detect(&image).map_err(JobError::transient)?;
+    metrics.detection_seconds(started.elapsed());
+    let marked = if faces.is_empty() {
+        None
+    } else {
+        Some(Bytes::from(
+            encode_jpeg(&draw_faces(&image, &faces)).map_err(JobError::transient)?,
+        ))
+    };
+    Ok((
+        i64::from(image.width()),
+        i64::from(image.height()),
+        faces.iter().map(FaceBox::from).collect(),
+        marked,
+    ))
+}
