@@ -1,0 +1,492 @@
+//! The service end to end, as a user sees it: real server, real HTTP and WebSocket
+//! clients, real photos, real SQLite file and folders.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{next_message, read, TestApp, DEADLINE};
+use faces_service::store::original_key;
+use faces_service::Role;
+use serde_json::Value;
+
+fn is_spec_timestamp(text: &str) -> bool {
+    // 2024-11-29T16:01:39.784343+00:00
+    text.len() == 32
+        && text.ends_with("+00:00")
+        && text.as_bytes()[10] == b'T'
+        && text.as_bytes()[19] == b'.'
+}
+
+#[tokio::test]
+async fn healthcheck_and_readiness() {
+    let app = TestApp::start().await;
+    for path in ["/healthcheck", "/healthcheck/"] {
+        let response = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"));
+        assert_eq!(response.text().await.unwrap(), "OK");
+    }
+    let (status, body) = app.get_json("/readyz").await;
+    assert_eq!(
+        (status, &body["database"], &body["storage"]),
+        (200, &"ok".into(), &"ok".into())
+    );
+}
+
+#[tokio::test]
+async fn upload_is_detected_marked_and_broadcast() {
+    let app = TestApp::start().await;
+    let mut ws = app.feed().await;
+    let (status, accepted) = app
+        .upload_as("image", read("known_counts/fr_two_people.jpg"), "two.JPG")
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    let id = accepted["id"].as_str().unwrap();
+    assert_eq!(
+        accepted["message"],
+        "Request accepted. Starting image processing."
+    );
+    assert_eq!(
+        accepted["feed_url"],
+        app.url("/faces").replacen("http", "ws", 1)
+    );
+    assert_eq!(accepted["status_url"], app.url(&format!("/image/{id}")));
+
+    let message = next_message(&mut ws, DEADLINE).await.expect("notification");
+    let keys: Vec<&str> = message
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "message",
+            "created_at",
+            "processed_at",
+            "faces_count",
+            "image_url",
+            "id",
+            "faces"
+        ],
+        "SPEC field order"
+    );
+    assert_eq!(message["message"], "Successful face detection");
+    assert_eq!(message["id"], id);
+    assert_eq!(message["faces_count"], 2);
+    assert_eq!(message["faces"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        message["faces"][0]["landmarks"].as_array().unwrap().len(),
+        5
+    );
+    for field in ["created_at", "processed_at"] {
+        assert!(
+            is_spec_timestamp(message[field].as_str().unwrap()),
+            "{field}: {}",
+            message[field]
+        );
+    }
+    let image_url = message["image_url"].as_str().unwrap();
+    let hex = id.replace('-', "");
+    assert_eq!(
+        image_url,
+        app.url(&format!(
+            "/static/processed_faces/{}/{}/{id}.jpg",
+            &hex[..2],
+            &hex[2..4]
+        ))
+    );
+
+    let response = app.http.get(image_url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "image/jpeg");
+    let etag = response.headers()["etag"].clone();
+    let marked = image::load_from_memory(&response.bytes().await.unwrap()).unwrap();
+    let original = image::load_from_memory(&read("known_counts/fr_two_people.jpg")).unwrap();
+    assert_eq!(
+        (marked.width(), marked.height()),
+        (original.width(), original.height())
+    );
+    // A red box is drawn on the first face's top-left corner.
+    let face = &message["faces"][0];
+    let corner = marked.to_rgb8();
+    let pixel = corner.get_pixel(
+        face["x"].as_u64().unwrap() as u32 + 1,
+        face["y"].as_u64().unwrap() as u32 + 1,
+    );
+    assert!(
+        pixel[0] > 200 && pixel[1] < 60 && pixel[2] < 60,
+        "{pixel:?}"
+    );
+    let cached = app
+        .http
+        .get(image_url)
+        .header("If-None-Match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cached.status(), 304);
+
+    let (status, record) = app.get_json(&format!("/image/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(record["status"], "done");
+    assert_eq!(record["faces_count"], 2);
+    assert_eq!(record["image_url"], image_url);
+    assert_eq!(record["error"], Value::Null);
+    let (_, page) = app.get_json("/images?limit=5").await;
+    assert_eq!(page["images"][0]["id"], id);
+}
+
+#[tokio::test]
+async fn exif_rotated_upload_is_marked_upright() {
+    let app = TestApp::start().await;
+    let id = app.upload("edge/files/exif_orientation_6.jpg").await;
+    let record = app.wait_processed(&id).await;
+    assert_eq!(
+        (record["width"].as_i64(), record["height"].as_i64()),
+        (Some(500), Some(375))
+    );
+    assert_eq!(record["faces_count"], 3);
+    let bytes = app
+        .http
+        .get(record["image_url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let marked = image::load_from_memory(&bytes).unwrap();
+    assert_eq!((marked.width(), marked.height()), (500, 375));
+}
+
+#[tokio::test]
+async fn every_rejection_answers_the_spec_and_stores_nothing() {
+    let app = TestApp::start_with(|c| c.max_upload_bytes = 2_000_000).await;
+    let invalid =
+        "Upload a valid image. The file you uploaded was either not an image or a corrupted image.";
+    let cases: Vec<(&str, Vec<u8>, &str, u16, String)> = vec![
+        (
+            "image",
+            vec![],
+            "empty.jpg",
+            400,
+            "The submitted file is empty.".into(),
+        ),
+        (
+            "image",
+            read("edge/files/not_an_image.jpg"),
+            "not_an_image.jpg",
+            400,
+            invalid.into(),
+        ),
+        (
+            "image",
+            read("edge/files/truncated.jpg")[..20].to_vec(),
+            "cut.jpg",
+            400,
+            invalid.into(),
+        ),
+        (
+            "image",
+            read("edge/files/image.tiff"),
+            "image.tiff",
+            400,
+            "File extension “tiff” is not allowed. Allowed extensions are: gif, jpg, jpeg, png."
+                .into(),
+        ),
+        (
+            "image",
+            read("edge/files/baseline.jpg"),
+            "photo",
+            400,
+            "File extension “” is not allowed. Allowed extensions are: gif, jpg, jpeg, png.".into(),
+        ),
+        (
+            "image",
+            read("edge/files/animated.gif"),
+            "gif_named.png",
+            400,
+            invalid.into(),
+        ),
+        (
+            "image",
+            read("edge/files/jpeg_named.png"),
+            "jpeg_named.png",
+            400,
+            invalid.into(),
+        ),
+        (
+            "image",
+            read("edge/files/lying_header_65535x65535.png"),
+            "lying.png",
+            413,
+            String::new(),
+        ),
+        (
+            "image",
+            read("edge/files/bomb_20000x20000_rgba.png"),
+            "bomb.png",
+            413,
+            String::new(),
+        ),
+        (
+            "image",
+            vec![0xFF; 2_100_000],
+            "big.jpg",
+            413,
+            String::new(),
+        ),
+        (
+            "other",
+            read("edge/files/baseline.jpg"),
+            "baseline.jpg",
+            400,
+            "No file was submitted.".into(),
+        ),
+    ];
+    for (field, bytes, name, status, message) in cases {
+        let (got_status, body) = app.upload_as(field, bytes, name).await;
+        assert_eq!(got_status, status, "{name}: {body}");
+        let messages = body["image"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name}: {body}"));
+        assert_eq!(messages.len(), 1, "{name}: {body}");
+        if message.is_empty() {
+            assert!(
+                messages[0].as_str().unwrap().contains("limit"),
+                "{name}: says the limit: {body}"
+            );
+        } else {
+            assert_eq!(messages[0], message.as_str(), "{name}");
+        }
+    }
+
+    // A plain value in the `image` field.
+    let form = reqwest::multipart::Form::new().text("image", "not a file");
+    let response = app
+        .http
+        .post(app.url("/image/"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["image"][0],
+        "The submitted data was not a file. Check the encoding type on the form."
+    );
+
+    // Not multipart at all.
+    let response = app
+        .http
+        .post(app.url("/image"))
+        .json(&serde_json::json!({"image": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 415);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["image"][0]
+        .as_str()
+        .unwrap()
+        .contains("multipart/form-data"));
+
+    let (_, page) = app.get_json("/images").await;
+    assert_eq!(
+        page["images"].as_array().unwrap().len(),
+        0,
+        "no submission stored"
+    );
+    assert_eq!(
+        app.stored_files(),
+        Vec::<std::path::PathBuf>::new(),
+        "no file left behind"
+    );
+}
+
+#[tokio::test]
+async fn field_file_and_lowercase_extensions_are_accepted() {
+    let app = TestApp::start().await;
+    let (status, body) = app
+        .upload_as("file", read("edge/files/png_rgb.png"), "PHOTO.PNG")
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let record = app.wait_processed(body["id"].as_str().unwrap()).await;
+    assert_eq!(record["status"], "done");
+    assert_eq!(record["faces_count"], 3);
+}
+
+#[tokio::test]
+async fn photo_without_faces_is_done_but_not_broadcast() {
+    let app = TestApp::start_with(|c| c.workers = 1).await;
+    let mut ws = app.feed().await;
+    let empty = app.upload("nonface/skimage_coffee.png").await;
+    let record = app.wait_processed(&empty).await;
+    assert_eq!(record["status"], "done");
+    assert_eq!(record["faces_count"], 0);
+    assert_eq!(record["image_url"], Value::Null);
+    let with_face = app.upload("known_counts/fr_obama.jpg").await;
+    let message = next_message(&mut ws, DEADLINE).await.expect("notification");
+    assert_eq!(
+        message["id"],
+        with_face.as_str(),
+        "the no-face photo was not announced"
+    );
+}
+
+#[tokio::test]
+async fn identical_bytes_are_not_detected_twice() {
+    let app = TestApp::start_with(|c| c.workers = 1).await;
+    let mut ws = app.feed().await;
+    let first = app.upload("known_counts/fr_kit_with_rose.jpg").await;
+    let first_record = app.wait_processed(&first).await;
+    let second = app.upload("known_counts/fr_kit_with_rose.jpg").await;
+    assert_ne!(first, second, "a new submission");
+    let second_record = app.wait_processed(&second).await;
+    assert_eq!(second_record["duplicate_of"], first.as_str());
+    assert_eq!(second_record["faces"], first_record["faces"]);
+    assert_ne!(second_record["image_url"], first_record["image_url"]);
+    let ids: Vec<Value> = [
+        next_message(&mut ws, DEADLINE).await.unwrap(),
+        next_message(&mut ws, DEADLINE).await.unwrap(),
+    ]
+    .iter()
+    .map(|m| m["id"].clone())
+    .collect();
+    assert_eq!(ids, [first.as_str(), second.as_str()], "both notified");
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("faces_detection_seconds_count 1\n"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_job_is_retried_then_succeeds() {
+    // API-only node accepts; the original then goes missing (a storage hiccup).
+    let mut api = TestApp::start_with(|c| c.workers = 0).await;
+    let id = api.upload("known_counts/fr_biden.jpg").await;
+    let key = original_key(id.parse().unwrap(), "jpg");
+    let path = api.data_dir.join(&key);
+    let hidden = api.data_dir.join("hidden.jpg");
+    std::fs::rename(&path, &hidden).unwrap();
+
+    // A worker node on the same database and folder.
+    let mut config = common::test_config(&api.data_dir);
+    config.workers = 1;
+    config.retry_base_ms = 200;
+    let mut worker = TestApp::start_config(config, Role::Worker).await;
+
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let (_, record) = api.get_json(&format!("/image/{id}")).await;
+        if record["attempts"].as_i64() >= Some(2) {
+            assert_ne!(record["status"], "done");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no retry: {record}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::fs::rename(&hidden, &path).unwrap();
+    let record = api.wait_processed(&id).await;
+    assert_eq!(record["status"], "done", "{record}");
+    assert_eq!(record["faces_count"], 1);
+    assert!(record["attempts"].as_i64() >= Some(3));
+    worker.stop().await;
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_that_keeps_failing_ends_failed_with_its_reason() {
+    let mut api = TestApp::start_with(|c| c.workers = 0).await;
+    let id = api.upload("known_counts/fr_biden.jpg").await;
+    std::fs::remove_file(api.data_dir.join(original_key(id.parse().unwrap(), "jpg"))).unwrap();
+    let mut config = common::test_config(&api.data_dir);
+    config.max_attempts = 3;
+    config.retry_base_ms = 10;
+    let mut worker = TestApp::start_config(config, Role::Worker).await;
+    let record = api.wait_processed(&id).await;
+    assert_eq!(record["status"], "failed");
+    assert_eq!(record["attempts"], 3);
+    assert!(
+        record["error"].as_str().unwrap().contains("not found"),
+        "{record}"
+    );
+    worker.stop().await;
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn fifty_concurrent_uploads_are_each_notified_once() {
+    let app = TestApp::start().await;
+    let mut ws = app.feed().await;
+    let files: Vec<String> = std::fs::read_dir(common::data().join("throughput"))
+        .unwrap()
+        .map(|e| format!("throughput/{}", e.unwrap().file_name().to_string_lossy()))
+        .filter(|f| f.ends_with(".jpg"))
+        .take(50)
+        .collect();
+    assert_eq!(files.len(), 50);
+    let uploads = files.iter().map(|f| app.upload(f));
+    let ids: Vec<String> = futures::future::join_all(uploads).await;
+    let mut pending: HashMap<String, usize> = ids.iter().map(|id| (id.clone(), 0)).collect();
+    let mut with_faces = 0;
+    for id in &ids {
+        if app.wait_processed(id).await["faces_count"].as_i64() > Some(0) {
+            with_faces += 1;
+        }
+    }
+    for _ in 0..with_faces {
+        let message = next_message(&mut ws, DEADLINE).await.expect("notification");
+        *pending
+            .get_mut(message["id"].as_str().unwrap())
+            .expect("one of ours") += 1;
+    }
+    assert!(
+        next_message(&mut ws, Duration::from_millis(500))
+            .await
+            .is_none(),
+        "no extra messages"
+    );
+    assert!(pending.values().all(|&n| n <= 1), "notified at most once");
+    assert_eq!(
+        pending.values().sum::<usize>(),
+        with_faces,
+        "every detection notified"
+    );
+    assert!(with_faces >= 45, "crowd photos have faces: {with_faces}");
+}
+
+#[tokio::test]
+async fn unknown_ids_and_escaping_paths_are_404() {
+    let app = TestApp::start().await;
+    for path in [
+        "/image/7246f927-94a4-4225-9a56-b52bab894ad0",
+        "/image/not-a-uuid",
+        "/static/processed_faces/72/46/7246f927-94a4-4225-9a56-b52bab894ad0.jpg",
+        "/static/processed_faces/00/00/7246f927-94a4-4225-9a56-b52bab894ad0.jpg",
+        "/static/processed_faces/../../faces.db",
+        "/static/processed_faces/72/46/..%2F..%2Ffaces.db",
+    ] {
+        let response = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 404, "{path}");
+    }
+    let (status, body) = app.get_json("/images?limit=0").await;
+    assert_eq!((status, body["limit"].is_array()), (400, true));
+}
