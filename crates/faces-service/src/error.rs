@@ -92,7 +92,7 @@ pub mod messages {
 
     pub fn human_bytes(bytes: u64) -> String {
         const MB: u64 = 1024 * 1024;
-        if bytes >= MB && bytes % MB == 0 {
+        if bytes >= MB && bytes.is_multiple_of(MB) {
             format!("{} MB ({bytes} bytes)", bytes / MB)
         } else {
             format!("{bytes} bytes")

@@ -119,7 +119,8 @@ async fn process(
                 Ok(())
             }
             Ok(false) => {
-                Ok(tracing::warn!(%id, "job was taken over by another worker; result dropped"))
+                tracing::warn!(%id, "job was taken over by another worker; result dropped");
+                Ok(())
             }
             Err(error) => Err(error),
         },
