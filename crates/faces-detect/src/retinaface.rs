@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use image::RgbImage;
-use rten::{Model, NodeId, RunOptions, ThreadPool, Value};
+use rten::{Model, ModelOptions, NodeId, RunOptions, ThreadPool, Value};
 
 use crate::{DetectError, Face};
 
@@ -32,7 +32,10 @@ pub(crate) struct RetinaFace {
 impl RetinaFace {
     /// Loads the bundled model and identifies its outputs by their last dimension.
     pub(crate) fn load() -> Result<Self, DetectError> {
-        let model = Model::load_static_slice(MODEL_ONNX)
+        // Prepacked weights cost a little memory at load and speed up every convolution.
+        let model = ModelOptions::with_all_ops()
+            .prepack_weights(true)
+            .load_static_slice(MODEL_ONNX)
             .map_err(|e| DetectError::Inference(e.to_string()))?;
         let input = *model
             .input_ids()

