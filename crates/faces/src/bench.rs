@@ -18,7 +18,10 @@ const SIZES: [(u32, u32); 3] = [(640, 480), (1280, 960), (4000, 3000)];
 #[derive(Debug, Args)]
 pub struct DetectorBenchArgs {
     /// Photo to resize to each size.
-    #[arg(long, default_value = "../shared/data/dev/images/dlib_pascal/2008_001322.jpg")]
+    #[arg(
+        long,
+        default_value = "../shared/data/dev/images/dlib_pascal/2008_001322.jpg"
+    )]
     image: PathBuf,
     /// Timed runs per case (fewer at 4000x3000).
     #[arg(long, default_value_t = 10)]
@@ -41,17 +44,28 @@ fn median(mut samples: Vec<Duration>) -> f64 {
 }
 
 pub fn run(args: DetectorBenchArgs) -> Result<bool> {
-    let photo = image::open(&args.image).with_context(|| format!("opening {}", args.image.display()))?;
-    let reference = if args.compare_onnxruntime { onnxruntime(&args)? } else { HashMap::new() };
+    let photo =
+        image::open(&args.image).with_context(|| format!("opening {}", args.image.display()))?;
+    let reference = if args.compare_onnxruntime {
+        onnxruntime(&args)?
+    } else {
+        HashMap::new()
+    };
     println!(
         "{:>9} {:>8} {:>7} {:>9} {:>11} {:>9} {:>6} {:>12}",
         "size", "mode", "threads", "decode_ms", "detect_ms", "draw_ms", "faces", "ort_ratio"
     );
     for (width, height) in SIZES {
         // Encode the resized photo so that decoding a real JPEG of that size is timed too.
-        let resized = photo.resize_exact(width, height, FilterType::Triangle).to_rgb8();
+        let resized = photo
+            .resize_exact(width, height, FilterType::Triangle)
+            .to_rgb8();
         let jpeg = encode_jpeg(&resized)?;
-        let repeat = if width > 2000 { (args.repeat / 3).max(3) } else { args.repeat };
+        let repeat = if width > 2000 {
+            (args.repeat / 3).max(3)
+        } else {
+            args.repeat
+        };
         for mode in &args.modes {
             let mode: Mode = mode.parse().map_err(anyhow::Error::msg)?;
             for &threads in &args.threads {
@@ -115,11 +129,21 @@ pub fn run(args: DetectorBenchArgs) -> Result<bool> {
 
 /// Runs the reference benchmark script; returns median ms by (size, threads).
 fn onnxruntime(args: &DetectorBenchArgs) -> Result<HashMap<(String, usize), f64>> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench_onnxruntime.py");
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench_onnxruntime.py");
     let mut command = Command::new("python3");
-    command.arg(&script).arg("--image").arg(&args.image).arg("--repeat").arg(args.repeat.to_string());
-    command.arg("--threads").args(args.threads.iter().map(ToString::to_string));
-    let output = command.output().context("running python3 scripts/bench_onnxruntime.py")?;
+    command
+        .arg(&script)
+        .arg("--image")
+        .arg(&args.image)
+        .arg("--repeat")
+        .arg(args.repeat.to_string());
+    command
+        .arg("--threads")
+        .args(args.threads.iter().map(ToString::to_string));
+    let output = command
+        .output()
+        .context("running python3 scripts/bench_onnxruntime.py")?;
     anyhow::ensure!(
         output.status.success(),
         "onnxruntime benchmark failed: {}",
@@ -128,9 +152,11 @@ fn onnxruntime(args: &DetectorBenchArgs) -> Result<HashMap<(String, usize), f64>
     let mut medians = HashMap::new();
     for line in String::from_utf8_lossy(&output.stdout).lines() {
         let row: Value = serde_json::from_str(line)?;
-        if let (Some(size), Some(threads), Some(ms)) =
-            (row["size"].as_str(), row["threads"].as_u64(), row["median_ms"].as_f64())
-        {
+        if let (Some(size), Some(threads), Some(ms)) = (
+            row["size"].as_str(),
+            row["threads"].as_u64(),
+            row["median_ms"].as_f64(),
+        ) {
             medians.insert((size.to_owned(), threads as usize), ms);
         }
     }

@@ -2,7 +2,7 @@
 //! section 2 orders, store it, and queue its job, all before answering 202.
 //! A rejected upload leaves nothing behind.
 
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, Cursor, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -24,6 +24,8 @@ use crate::submission::{Status, Submission};
 
 /// Field names that carry the file: `image` (first reference app), `file` (second).
 const FILE_FIELDS: [&str; 2] = ["image", "file"];
+/// Bytes read to check an image's header (metadata segments included).
+const HEADER_PREFIX: u64 = 4 * 1024 * 1024;
 
 /// The 202 body, fields in SPEC order.
 #[derive(Debug, Serialize)]
@@ -257,8 +259,14 @@ fn validate(
     if sniffed != expected {
         return Err(ApiError::image(messages::INVALID_IMAGE));
     }
+    // Headers sit at the start; the JPEG decoder would read the whole input, so give it
+    // a bounded prefix: a 100 MB upload is checked in a few MB of memory.
     file.seek(SeekFrom::Start(0)).map_err(ApiError::internal)?;
-    match probe(file, limits) {
+    let mut prefix = Vec::new();
+    file.take(HEADER_PREFIX)
+        .read_to_end(&mut prefix)
+        .map_err(ApiError::internal)?;
+    match probe(Cursor::new(prefix), limits) {
         Ok(info) => Ok((extension, info.width, info.height)),
         Err(DetectError::TooManyPixels {
             width,

@@ -1,0 +1,333 @@
+//! End-to-end service benchmark on `../shared/data/throughput`, against the real
+//! `faces serve` process (SQLite + local files unless `FACES_DATABASE_URL` etc. are set):
+//!
+//! - uploads accepted per second and images processed per second,
+//! - p50/p99 upload-to-notification latency,
+//! - peak server RSS while a 100 MB upload streams in,
+//! - WebSocket fan-out: time from job completion (`processed_at`) to receipt by
+//!   the last of 1,000 connected clients.
+//!
+//! Run: `cargo bench -p faces --bench service` (env BENCH_CONCURRENCY, BENCH_CLIENTS).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::sync::{mpsc, Semaphore};
+
+const DEADLINE: Duration = Duration::from_secs(600);
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start(extra: &[&str]) -> Server {
+    let data = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_faces"))
+        .args([
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--public-url",
+            &base,
+        ])
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(extra)
+        .env("FACES_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("faces starts");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while reqwest::get(format!("{base}/healthcheck")).await.is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Server {
+        child,
+        base,
+        _data: data,
+    }
+}
+
+/// Connects a feed client that reports (id, processed_at, received) for each message.
+async fn feed_client(
+    base: &str,
+    out: mpsc::UnboundedSender<(String, DateTime<Utc>, DateTime<Utc>)>,
+) {
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("{}/faces", base.replacen("http", "ws", 1)))
+            .await
+            .expect("feed connects");
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = ws.next().await {
+            if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+                let received = Utc::now();
+                let event: Value = serde_json::from_str(text.as_str()).unwrap();
+                let processed: DateTime<Utc> =
+                    event["processed_at"].as_str().unwrap().parse().unwrap();
+                let _ = out.send((
+                    event["id"].as_str().unwrap().to_owned(),
+                    processed,
+                    received,
+                ));
+            }
+        }
+    });
+}
+
+async fn upload(http: &reqwest::Client, base: &str, bytes: Vec<u8>) -> String {
+    let form = reqwest::multipart::Form::new().part(
+        "image",
+        reqwest::multipart::Part::bytes(bytes).file_name("photo.jpg"),
+    );
+    let response = http
+        .post(format!("{base}/image/"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn throughput(server: &Server, files: &[PathBuf]) {
+    let http = reqwest::Client::new();
+    let (sender, mut events) = mpsc::unbounded_channel();
+    feed_client(&server.base, sender).await;
+    let concurrency = env_or("BENCH_CONCURRENCY", 8);
+    let limit = Arc::new(Semaphore::new(concurrency));
+    let started = Instant::now();
+    let started_utc = Utc::now();
+    let mut tasks = Vec::new();
+    for path in files {
+        let (http, base, limit) = (http.clone(), server.base.clone(), limit.clone());
+        let bytes = std::fs::read(path).unwrap();
+        tasks.push(tokio::spawn(async move {
+            let _permit = limit.acquire_owned().await.unwrap();
+            let sent = Utc::now();
+            (upload(&http, &base, bytes).await, sent)
+        }));
+    }
+    let mut sent_at = HashMap::new();
+    for task in tasks {
+        let (id, sent) = task.await.unwrap();
+        sent_at.insert(id, sent);
+    }
+    let accepted_secs = started.elapsed().as_secs_f64();
+    // Wait for every submission to finish; count those that were announced.
+    let mut last_processed = started_utc;
+    let mut announced = 0;
+    for id in sent_at.keys() {
+        loop {
+            let record: Value = http
+                .get(format!("{}/image/{id}", server.base))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if record["status"] == "done" {
+                let processed: DateTime<Utc> =
+                    record["processed_at"].as_str().unwrap().parse().unwrap();
+                last_processed = last_processed.max(processed);
+                announced += usize::from(record["faces_count"].as_i64() > Some(0));
+                break;
+            }
+            assert_ne!(record["status"], "failed", "{record}");
+            assert!(started.elapsed() < DEADLINE);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let mut latencies = Vec::new();
+    while latencies.len() < announced {
+        let (id, _, received) = tokio::time::timeout(DEADLINE, events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if let Some(sent) = sent_at.get(&id) {
+            latencies.push((received - *sent).num_microseconds().unwrap() as f64 / 1000.0);
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let processing_secs = (last_processed - started_utc).num_milliseconds() as f64 / 1000.0;
+    let n = files.len() as f64;
+    println!(
+        "throughput ({} photos, {concurrency} concurrent uploads):",
+        files.len()
+    );
+    println!(
+        "  uploads accepted:          {:.1}/s  ({:.2} s for all)",
+        n / accepted_secs,
+        accepted_secs
+    );
+    println!(
+        "  images processed:          {:.2}/s  ({:.2} s until the last was done)",
+        n / processing_secs,
+        processing_secs
+    );
+    println!(
+        "  notifications delivered:   {} ({:.2}/s)",
+        latencies.len(),
+        latencies.len() as f64 / processing_secs
+    );
+    println!(
+        "  upload-to-notification:    p50 {:.0} ms, p99 {:.0} ms",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99)
+    );
+}
+
+/// Streams a 100 MB upload (a real JPEG followed by padding) to an API-only node
+/// (no worker decoding it afterwards) and reports the server's peak RSS.
+async fn big_upload(jpeg: &Path) {
+    let server = &start(&["--workers", "0"]).await;
+    const SIZE: usize = 100 * 1024 * 1024 - 64 * 1024;
+    let pid = server.child.id();
+    let before = rss_kib(pid, "VmHWM:");
+    let head = Bytes::from(std::fs::read(jpeg).unwrap());
+    let chunk = Bytes::from(vec![0u8; 1024 * 1024]);
+    let mut parts = vec![head.clone()];
+    let mut total = head.len();
+    while total < SIZE {
+        let take = chunk.len().min(SIZE - total);
+        parts.push(chunk.slice(..take));
+        total += take;
+    }
+    let stream = futures::stream::iter(parts.into_iter().map(Ok::<_, std::io::Error>));
+    let part = reqwest::multipart::Part::stream_with_length(
+        reqwest::Body::wrap_stream(stream),
+        total as u64,
+    )
+    .file_name("big.jpg");
+    let form = reqwest::multipart::Form::new().part("image", part);
+    let started = Instant::now();
+    let response = reqwest::Client::new()
+        .post(format!("{}/image/", server.base))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let secs = started.elapsed().as_secs_f64();
+    let after = rss_kib(pid, "VmHWM:");
+    println!("100 MB upload ({total} bytes): HTTP {status} in {secs:.2} s");
+    println!(
+        "  server peak RSS: {:.1} MiB before, {:.1} MiB after (+{:.1} MiB)",
+        before as f64 / 1024.0,
+        after as f64 / 1024.0,
+        after.saturating_sub(before) as f64 / 1024.0
+    );
+}
+
+async fn fan_out(server: &Server, photo: &Path) {
+    let clients = env_or("BENCH_CLIENTS", 1000);
+    let (sender, mut events) = mpsc::unbounded_channel();
+    for _ in 0..clients {
+        feed_client(&server.base, sender.clone()).await;
+    }
+    let http = reqwest::Client::new();
+    let bytes = std::fs::read(photo).unwrap();
+    let mut last = Vec::new();
+    let mut all = Vec::new();
+    for round in 0..10 {
+        // A distinct file each round (identical bytes would be answered from the first result, which is fine too).
+        let mut distinct = bytes.clone();
+        distinct.extend_from_slice(format!("round{round}").as_bytes());
+        let id = upload(&http, &server.base, distinct).await;
+        let mut received = Vec::with_capacity(clients);
+        while received.len() < clients {
+            let (event_id, processed, at) = tokio::time::timeout(DEADLINE, events.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            if event_id == id {
+                received.push((at - processed).num_microseconds().unwrap() as f64 / 1000.0);
+            }
+        }
+        received.sort_by(f64::total_cmp);
+        last.push(*received.last().unwrap());
+        all.extend(received);
+    }
+    last.sort_by(f64::total_cmp);
+    all.sort_by(f64::total_cmp);
+    println!("fan-out to {clients} WebSocket clients (10 detections):");
+    println!(
+        "  completion to last client:  p50 {:.1} ms, p99 {:.1} ms",
+        percentile(&last, 0.5),
+        percentile(&last, 0.99)
+    );
+    println!(
+        "  completion to each client:  p50 {:.1} ms, p99 {:.1} ms",
+        percentile(&all, 0.5),
+        percentile(&all, 0.99)
+    );
+}
+
+fn main() {
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(data.join("throughput"))
+        .expect("../shared/data/throughput")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
+    files.sort();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        big_upload(&data.join("known_counts/fr_obama.jpg")).await;
+        let server = start(&[]).await;
+        throughput(&server, &files).await;
+        fan_out(&server, &data.join("known_counts/fr_obama.jpg")).await;
+    });
+}
