@@ -10,11 +10,11 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::db::Db;
+use crate::db::{Db, Dialect};
 use crate::feed::Feed;
 use crate::metrics::Metrics;
-use crate::store::LocalStore;
-use crate::{api, worker};
+use crate::store::{LocalStore, S3Store, Store};
+use crate::{api, notify, worker};
 
 /// How long shutdown waits for in-flight jobs before leaving them to their lease.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -23,7 +23,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub struct AppState {
     pub config: Config,
     pub db: Db,
-    pub store: LocalStore,
+    pub store: Store,
+    /// Where uploads are streamed before they are validated (inside the data dir).
+    pub uploads_dir: std::path::PathBuf,
     pub feed: Feed,
     pub metrics: Metrics,
     /// Signalled on each accepted upload so an idle worker starts at once.
@@ -36,6 +38,14 @@ pub struct AppState {
 pub enum Role {
     Serve,
     Worker,
+}
+
+impl AppState {
+    /// A fresh temporary file name for an upload in progress.
+    pub fn upload_path(&self) -> std::path::PathBuf {
+        self.uploads_dir
+            .join(uuid::Uuid::new_v4().simple().to_string())
+    }
 }
 
 /// A running service: HTTP server (unless a worker-only node) plus workers.
@@ -56,9 +66,18 @@ impl App {
         tokio::fs::create_dir_all(&config.data_dir)
             .await
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-        let store = LocalStore::open(&config.data_dir)
+        let store = match config.s3() {
+            Some(s3) => Store::S3(S3Store::new(&s3).context("configuring S3 storage")?),
+            None => Store::Local(
+                LocalStore::open(&config.data_dir)
+                    .await
+                    .context("opening storage")?,
+            ),
+        };
+        let uploads_dir = config.data_dir.join(".uploads");
+        tokio::fs::create_dir_all(&uploads_dir)
             .await
-            .context("opening storage")?;
+            .context("creating the uploads dir")?;
         let db = Db::connect(&config.database_url())
             .await
             .context("opening database")?;
@@ -76,11 +95,20 @@ impl App {
             config,
             db,
             store,
+            uploads_dir,
             feed: Feed::new(),
             metrics: Metrics::default(),
             wake: Notify::new(),
             shutdown: shutdown_rx.clone(),
         });
+        if state.db.dialect() == Dialect::Postgres {
+            let events = role == Role::Serve;
+            tokio::spawn(notify::listen(
+                state.clone(),
+                state.config.database_url(),
+                events,
+            ));
+        }
         let workers = (0..state.config.workers)
             .map(|n| tokio::spawn(worker::run(state.clone(), n, shutdown_rx.clone())))
             .collect();

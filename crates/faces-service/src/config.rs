@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::Args;
 use faces_detect::{DetectorConfig, Mode};
 
+use crate::store::S3Config;
+
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Address to listen on.
@@ -62,6 +64,28 @@ pub struct Config {
     /// Inference threads per worker.
     #[arg(long, env = "FACES_DETECTOR_THREADS", default_value_t = 1)]
     pub detector_threads: usize,
+    /// Keep originals and marked copies in this S3 bucket instead of the data dir.
+    #[arg(long, env = "FACES_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// S3 endpoint URL (Garage, MinIO, …); AWS when unset.
+    #[arg(long, env = "FACES_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    #[arg(long, env = "FACES_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    #[arg(long, env = "FACES_S3_ACCESS_KEY_ID")]
+    pub s3_access_key_id: Option<String>,
+    #[arg(long, env = "FACES_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+    /// Prefix for every object key in the bucket.
+    #[arg(long, env = "FACES_S3_PREFIX", default_value = "")]
+    pub s3_prefix: String,
+    /// Virtual-hosted-style requests (`bucket.host`) instead of path-style.
+    #[arg(long, env = "FACES_S3_VIRTUAL_HOSTED")]
+    pub s3_virtual_hosted: bool,
+    /// Answer marked-image requests with a redirect to a presigned S3 URL instead of
+    /// streaming them through this node.
+    #[arg(long, env = "FACES_IMAGES_REDIRECT")]
+    pub images_redirect: bool,
 }
 
 fn default_workers() -> usize {
@@ -101,6 +125,19 @@ impl Config {
             base.to_owned()
         };
         format!("{ws}/faces")
+    }
+
+    /// S3 settings, when a bucket is configured.
+    pub fn s3(&self) -> Option<S3Config> {
+        self.s3_bucket.as_ref().map(|bucket| S3Config {
+            endpoint: self.s3_endpoint.clone(),
+            bucket: bucket.clone(),
+            region: self.s3_region.clone(),
+            access_key_id: self.s3_access_key_id.clone(),
+            secret_access_key: self.s3_secret_access_key.clone(),
+            prefix: self.s3_prefix.clone(),
+            virtual_hosted: self.s3_virtual_hosted,
+        })
     }
 
     pub fn retry_delay(&self, attempt: u32) -> Duration {

@@ -365,6 +365,18 @@ impl Db {
         self.retry_job(job, "worker shut down", Utc::now()).await
     }
 
+    /// PostgreSQL `NOTIFY` (no-op on SQLite, where there is one process).
+    pub async fn notify(&self, channel: &str, payload: &str) -> sqlx::Result<()> {
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(channel)
+                .bind(payload)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
     pub async fn queue_depth(&self) -> sqlx::Result<QueueDepth> {
         let row = sqlx::query(
             "SELECT COALESCE(SUM(CASE WHEN state = 'queued' THEN 1 ELSE 0 END), 0) AS queued, \

@@ -19,6 +19,7 @@ pub mod db;
 pub mod error;
 pub mod feed;
 pub mod metrics;
+pub mod notify;
 pub mod store;
 pub mod submission;
 pub mod worker;

@@ -11,9 +11,8 @@ use tokio::sync::watch;
 
 use crate::app::AppState;
 use crate::db::ClaimedJob;
-use crate::feed::Detection;
 use crate::store::processed_key;
-use crate::submission::{timestamp, FaceBox, Outcome, Submission};
+use crate::submission::{FaceBox, Outcome, Submission};
 
 /// How long an idle worker sleeps before looking at the queue again when nobody wakes it.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -115,7 +114,7 @@ async fn process(
                 state.metrics.jobs_done();
                 tracing::info!(%id, faces = outcome.faces.len(), duplicate = outcome.duplicate_of.is_some(),
                     ms = started.elapsed().as_millis() as u64, "job done");
-                notify(state, &submission, &outcome);
+                crate::notify::announce(state, submission.id).await;
                 Ok(())
             }
             Ok(false) => {
@@ -146,23 +145,6 @@ async fn process(
         // The lease will run out and another attempt will pick the job up.
         tracing::error!(%id, %error, "could not record the job's result");
     }
-}
-
-fn notify(state: &AppState, submission: &Submission, outcome: &Outcome) {
-    let Some(key) = &outcome.processed_key else {
-        return; // no face: nothing to show, as in the first reference app
-    };
-    let image_path = format!("/static/{key}");
-    let detection = Detection {
-        message: "Successful face detection",
-        created_at: timestamp(submission.created_at),
-        processed_at: timestamp(outcome.processed_at),
-        faces_count: outcome.faces.len(),
-        image_url: format!("{}{image_path}", state.config.public_url()),
-        id: submission.id.to_string(),
-        faces: outcome.faces.clone(),
-    };
-    state.feed.publish(&detection, &image_path);
 }
 
 /// One attempt at a job: reuse an earlier identical upload's result, or detect.

@@ -4,12 +4,15 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::store::{processed_key, StoreError};
+
+/// How long a redirect to the object store stays valid.
+const PRESIGNED_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
 
 pub async fn serve(
     State(state): State<Arc<AppState>>,
@@ -42,6 +45,11 @@ pub async fn serve(
         })
     {
         return Ok((StatusCode::NOT_MODIFIED, cache).into_response());
+    }
+    if state.config.images_redirect {
+        if let Some(url) = state.store.presigned_url(&key, PRESIGNED_FOR).await {
+            return Ok(Redirect::temporary(&url).into_response());
+        }
     }
     match state.store.get(&key).await {
         Ok(bytes) => Ok((

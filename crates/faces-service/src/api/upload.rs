@@ -139,7 +139,7 @@ async fn accept(state: &Arc<AppState>, request: Request) -> Result<Accepted, Api
         return Err(ApiError::internal(error));
     }
     state.metrics.upload(received.size);
-    state.wake.notify_one();
+    crate::notify::job_queued(state).await;
     tracing::info!(%id, bytes = received.size, width, height, "upload accepted");
     Ok(Accepted {
         message: "Request accepted. Starting image processing.",
@@ -195,7 +195,7 @@ async fn receive(
             saw_plain_value = true;
             continue;
         };
-        let temp = TempFile(state.store.temp_path());
+        let temp = TempFile(state.upload_path());
         let mut file = tokio::fs::File::create(&temp.0)
             .await
             .map_err(ApiError::internal)?;

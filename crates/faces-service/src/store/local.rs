@@ -1,5 +1,4 @@
-//! Where originals and marked copies live. Keys are relative paths such as
-//! `faces/72/46/<uuid>.jpg`; a back end maps them to files or objects.
+//! The embedded default: files in a local folder.
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -7,26 +6,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use uuid::Uuid;
 
-/// Storage errors carry the key they concern.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("object {0} not found")]
-    NotFound(String),
-    #[error("storage error on {key}: {source}")]
-    Io { key: String, source: std::io::Error },
-}
-
-/// Key of an upload's original: `faces/<aa>/<bb>/<uuid>.<ext>`.
-pub fn original_key(id: Uuid, extension: &str) -> String {
-    let hex = id.simple().to_string();
-    format!("faces/{}/{}/{id}.{extension}", &hex[0..2], &hex[2..4])
-}
-
-/// Key of a marked copy: `processed_faces/<aa>/<bb>/<uuid>.jpg`.
-pub fn processed_key(id: Uuid) -> String {
-    let hex = id.simple().to_string();
-    format!("processed_faces/{}/{}/{id}.jpg", &hex[0..2], &hex[2..4])
-}
+use super::StoreError;
 
 /// Files in a local folder. Writes go to a temporary file that is synced and then
 /// renamed, so a key is either absent or complete, even after a power loss.
@@ -38,7 +18,7 @@ pub struct LocalStore {
 impl LocalStore {
     pub async fn open(root: impl Into<PathBuf>) -> std::io::Result<Self> {
         let root = root.into();
-        tokio::fs::create_dir_all(root.join(".tmp")).await?;
+        tokio::fs::create_dir_all(&root).await?;
         Ok(Self { root })
     }
 
@@ -122,13 +102,6 @@ impl LocalStore {
             _ => Ok(()),
         }
     }
-
-    /// Writes and removes a probe object: the readiness check.
-    pub async fn check(&self) -> Result<(), StoreError> {
-        let key = format!(".tmp/ready-{}", Uuid::new_v4().simple());
-        self.put(&key, Bytes::from_static(b"ok")).await?;
-        self.delete(&key).await
-    }
 }
 
 async fn sync_dir(dir: Option<&Path>) {
@@ -142,6 +115,7 @@ async fn sync_dir(dir: Option<&Path>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{original_key, processed_key};
 
     #[test]
     fn keys_follow_the_spec_layout() {

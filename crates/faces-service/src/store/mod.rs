@@ -1,0 +1,102 @@
+//! Where originals and marked copies live. Keys are relative paths such as
+//! `faces/72/46/<uuid>.jpg`; a back end maps them to files ([`LocalStore`]) or to
+//! objects in an S3-compatible bucket ([`S3Store`]).
+
+mod local;
+mod s3;
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+pub use local::LocalStore;
+pub use s3::{S3Config, S3Store};
+
+/// Storage errors carry the key they concern.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("object {0} not found")]
+    NotFound(String),
+    #[error("storage error on {key}: {source}")]
+    Io { key: String, source: std::io::Error },
+    #[error("object store error on {key}: {source}")]
+    Object {
+        key: String,
+        source: object_store::Error,
+    },
+}
+
+/// Key of an upload's original: `faces/<aa>/<bb>/<uuid>.<ext>`.
+pub fn original_key(id: Uuid, extension: &str) -> String {
+    let hex = id.simple().to_string();
+    format!("faces/{}/{}/{id}.{extension}", &hex[0..2], &hex[2..4])
+}
+
+/// Key of a marked copy: `processed_faces/<aa>/<bb>/<uuid>.jpg`.
+pub fn processed_key(id: Uuid) -> String {
+    let hex = id.simple().to_string();
+    format!("processed_faces/{}/{}/{id}.jpg", &hex[0..2], &hex[2..4])
+}
+
+/// The configured back end.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Local(LocalStore),
+    S3(S3Store),
+}
+
+impl Store {
+    /// Moves a finished temporary file into place under `key`; the temporary file is gone afterwards.
+    pub async fn put_file(&self, key: &str, file: &Path) -> Result<(), StoreError> {
+        match self {
+            Store::Local(store) => store.put_file(key, file).await,
+            Store::S3(store) => store.put_file(key, file).await,
+        }
+    }
+
+    pub async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
+        match self {
+            Store::Local(store) => store.put(key, data).await,
+            Store::S3(store) => store.put(key, data).await,
+        }
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        match self {
+            Store::Local(store) => store.get(key).await,
+            Store::S3(store) => store.get(key).await,
+        }
+    }
+
+    pub async fn copy(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Local(store) => store.copy(from, to).await,
+            Store::S3(store) => store.copy(from, to).await,
+        }
+    }
+
+    /// Removes a key; a missing key is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Local(store) => store.delete(key).await,
+            Store::S3(store) => store.delete(key).await,
+        }
+    }
+
+    /// Writes and removes a probe object: the readiness check.
+    pub async fn check(&self) -> Result<(), StoreError> {
+        let key = format!("readiness/{}", Uuid::new_v4().simple());
+        self.put(&key, Bytes::from_static(b"ok")).await?;
+        self.delete(&key).await
+    }
+
+    /// A time-limited URL a client can fetch `key` from directly, where the back end has one.
+    pub async fn presigned_url(&self, key: &str, valid_for: Duration) -> Option<String> {
+        match self {
+            Store::Local(_) => None,
+            Store::S3(store) => store.presigned_url(key, valid_for).await,
+        }
+    }
+}
