@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::db::{Db, Dialect};
 use crate::feed::Feed;
 use crate::metrics::Metrics;
-use crate::store::{LocalStore, S3Store, Store};
+use crate::store::Store;
 use crate::{api, notify, worker};
 
 /// How long shutdown waits for in-flight jobs before leaving them to their lease.
@@ -66,14 +66,7 @@ impl App {
         tokio::fs::create_dir_all(&config.data_dir)
             .await
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-        let store = match config.s3() {
-            Some(s3) => Store::S3(S3Store::new(&s3).context("configuring S3 storage")?),
-            None => Store::Local(
-                LocalStore::open(&config.data_dir)
-                    .await
-                    .context("opening storage")?,
-            ),
-        };
+        let store = Store::open(&config).await.context("opening storage")?;
         let uploads_dir = config.data_dir.join(".uploads");
         tokio::fs::create_dir_all(&uploads_dir)
             .await

@@ -306,8 +306,8 @@ async fn every_rejection_answers_the_spec_and_stores_nothing() {
         "no submission stored"
     );
     assert_eq!(
-        app.stored_files(),
-        Vec::<std::path::PathBuf>::new(),
+        app.stored_files().await,
+        Vec::<String>::new(),
         "no file left behind"
     );
 }
@@ -379,16 +379,16 @@ async fn identical_bytes_are_not_detected_twice() {
 
 #[tokio::test]
 async fn a_failing_job_is_retried_then_succeeds() {
-    // API-only node accepts; the original then goes missing (a storage hiccup).
+    // An API-only node accepts; then the original goes missing (a storage hiccup).
     let mut api = TestApp::start_with(|c| c.workers = 0).await;
     let id = api.upload("known_counts/fr_biden.jpg").await;
     let key = original_key(id.parse().unwrap(), "jpg");
-    let path = api.data_dir.join(&key);
-    let hidden = api.data_dir.join("hidden.jpg");
-    std::fs::rename(&path, &hidden).unwrap();
+    let store = api.store().await;
+    let original = store.get(&key).await.unwrap();
+    store.delete(&key).await.unwrap();
 
-    // A worker node on the same database and folder.
-    let mut config = common::test_config(&api.data_dir);
+    // A worker node on the same database and storage.
+    let mut config = common::sibling(&api.config);
     config.workers = 1;
     config.retry_base_ms = 200;
     let mut worker = TestApp::start_config(config, Role::Worker).await;
@@ -403,7 +403,7 @@ async fn a_failing_job_is_retried_then_succeeds() {
         assert!(tokio::time::Instant::now() < deadline, "no retry: {record}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    std::fs::rename(&hidden, &path).unwrap();
+    store.put(&key, original).await.unwrap();
     let record = api.wait_processed(&id).await;
     assert_eq!(record["status"], "done", "{record}");
     assert_eq!(record["faces_count"], 1);
@@ -416,8 +416,13 @@ async fn a_failing_job_is_retried_then_succeeds() {
 async fn a_job_that_keeps_failing_ends_failed_with_its_reason() {
     let mut api = TestApp::start_with(|c| c.workers = 0).await;
     let id = api.upload("known_counts/fr_biden.jpg").await;
-    std::fs::remove_file(api.data_dir.join(original_key(id.parse().unwrap(), "jpg"))).unwrap();
-    let mut config = common::test_config(&api.data_dir);
+    api.store()
+        .await
+        .delete(&original_key(id.parse().unwrap(), "jpg"))
+        .await
+        .unwrap();
+    let mut config = common::sibling(&api.config);
+    config.workers = 1;
     config.max_attempts = 3;
     config.retry_base_ms = 10;
     let mut worker = TestApp::start_config(config, Role::Worker).await;

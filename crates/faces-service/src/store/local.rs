@@ -48,13 +48,6 @@ impl LocalStore {
         }
     }
 
-    /// A temporary file on the same file system, for streaming an upload into.
-    pub fn temp_path(&self) -> PathBuf {
-        self.root
-            .join(".tmp")
-            .join(Uuid::new_v4().simple().to_string())
-    }
-
     /// Moves a finished temporary file into place under `key` (synced first).
     pub async fn put_file(&self, key: &str, file: &Path) -> Result<(), StoreError> {
         let target = self.path(key)?;
@@ -74,7 +67,13 @@ impl LocalStore {
     }
 
     pub async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
-        let temp = self.temp_path();
+        // The temporary file sits beside its target: same file system, so the rename is atomic.
+        let target = self.path(key)?;
+        let dir = target.parent().unwrap_or(&self.root);
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(Self::io(key))?;
+        let temp = dir.join(format!(".{}.tmp", Uuid::new_v4().simple()));
         tokio::fs::write(&temp, &data)
             .await
             .map_err(Self::io(key))?;
@@ -93,6 +92,32 @@ impl LocalStore {
     pub async fn copy(&self, from: &str, to: &str) -> Result<(), StoreError> {
         let data = self.get(from).await?;
         self.put(to, data).await
+    }
+
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let root = self.root.clone();
+        let start = self.path(prefix.trim_end_matches('/'))?;
+        let walk = move || {
+            let mut keys = Vec::new();
+            let mut dirs = vec![start];
+            while let Some(dir) = dirs.pop() {
+                for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    let path = entry.path();
+                    if path.is_dir() {
+                        dirs.push(path);
+                    } else if let Ok(key) = path.strip_prefix(&root) {
+                        keys.push(key.to_string_lossy().into_owned());
+                    }
+                }
+            }
+            keys
+        };
+        tokio::task::spawn_blocking(walk)
+            .await
+            .map_err(|e| StoreError::Io {
+                key: prefix.to_owned(),
+                source: std::io::Error::other(e),
+            })
     }
 
     /// Removes a key; a missing key is not an error.

@@ -48,6 +48,22 @@ pub enum Store {
 }
 
 impl Store {
+    /// The back end `config` asks for: its S3 bucket, or else its data dir.
+    pub async fn open(config: &crate::Config) -> anyhow::Result<Store> {
+        Ok(match config.s3() {
+            Some(s3) => Store::S3(S3Store::new(&s3)?),
+            None => Store::Local(LocalStore::open(&config.data_dir).await?),
+        })
+    }
+
+    /// Every key under `prefix` (such as `faces/`), for retention and tests.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        match self {
+            Store::Local(store) => store.list(prefix).await,
+            Store::S3(store) => store.list(prefix).await,
+        }
+    }
+
     /// Moves a finished temporary file into place under `key`; the temporary file is gone afterwards.
     pub async fn put_file(&self, key: &str, file: &Path) -> Result<(), StoreError> {
         match self {

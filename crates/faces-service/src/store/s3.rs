@@ -123,6 +123,26 @@ impl S3Store {
         }
     }
 
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        use futures::TryStreamExt;
+        let base = self.path(prefix.trim_end_matches('/'));
+        let objects: Vec<_> = self
+            .store
+            .list(Some(&base))
+            .try_collect()
+            .await
+            .map_err(Self::error(prefix))?;
+        let strip = if self.prefix.is_empty() {
+            0
+        } else {
+            self.prefix.len() + 1
+        };
+        Ok(objects
+            .into_iter()
+            .map(|o| o.location.as_ref()[strip..].to_owned())
+            .collect())
+    }
+
     pub async fn presigned_url(&self, key: &str, valid_for: Duration) -> Option<String> {
         self.store
             .signed_url(axum::http::Method::GET, &self.path(key), valid_for)

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use faces_service::store::Store;
 use faces_service::{App, Config, Role};
 use futures::StreamExt;
 use serde_json::Value;
@@ -32,6 +33,7 @@ pub fn read(relative: &str) -> Vec<u8> {
 
 pub struct TestApp {
     pub app: Option<App>,
+    pub config: Config,
     pub base: String,
     pub data_dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
@@ -46,7 +48,11 @@ fn free_port() -> u16 {
 }
 
 /// A configuration for tests: loopback, free port, its own data dir, fast retries.
-pub fn test_config(data_dir: &Path) -> Config {
+///
+/// By default the embedded back ends (SQLite file, local folder). With
+/// `FACES_TEST_DATABASE_URL` (PostgreSQL) and `FACES_TEST_S3_*` (an S3-compatible
+/// server) set, the same tests run on those, each app in its own schema and key prefix.
+pub async fn test_config(data_dir: &Path) -> Config {
     let mut config = Config::embedded_defaults();
     config.host = "127.0.0.1".parse().unwrap();
     config.port = free_port();
@@ -56,6 +62,39 @@ pub fn test_config(data_dir: &Path) -> Config {
     config.workers = 2;
     config.retry_base_ms = 100;
     config.job_lease_secs = 5;
+    let isolation = format!("t{}", uuid::Uuid::new_v4().simple());
+    if let Ok(url) = std::env::var("FACES_TEST_DATABASE_URL") {
+        sqlx::any::install_default_drivers();
+        let admin = sqlx::AnyPool::connect(&url)
+            .await
+            .expect("test PostgreSQL reachable");
+        sqlx::raw_sql(&format!("CREATE SCHEMA {isolation}"))
+            .execute(&admin)
+            .await
+            .expect("schema created");
+        admin.close().await;
+        let separator = if url.contains('?') { '&' } else { '?' };
+        config.database_url = Some(format!(
+            "{url}{separator}options=-c%20search_path%3D{isolation}"
+        ));
+    }
+    if let Ok(bucket) = std::env::var("FACES_TEST_S3_BUCKET") {
+        let var = |name: &str| std::env::var(format!("FACES_TEST_S3_{name}")).ok();
+        config.s3_bucket = Some(bucket);
+        config.s3_endpoint = var("ENDPOINT");
+        config.s3_region = var("REGION").unwrap_or_else(|| "garage".into());
+        config.s3_access_key_id = var("ACCESS_KEY_ID");
+        config.s3_secret_access_key = var("SECRET_ACCESS_KEY");
+        config.s3_prefix = isolation;
+    }
+    config
+}
+
+/// The same back ends as `config` (database, storage), another port and role.
+pub fn sibling(config: &Config) -> Config {
+    let mut config = config.clone();
+    config.port = free_port();
+    config.public_url = format!("http://127.0.0.1:{}", config.port);
     config
 }
 
@@ -66,7 +105,7 @@ impl TestApp {
 
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
         let temp = tempfile::tempdir().expect("temp dir");
-        let mut config = test_config(temp.path());
+        let mut config = test_config(temp.path()).await;
         adjust(&mut config);
         let mut app = Self::start_config(config, Role::Serve).await;
         app._temp = Some(temp);
@@ -76,9 +115,12 @@ impl TestApp {
     pub async fn start_config(config: Config, role: Role) -> TestApp {
         let base = config.public_url.clone();
         let data_dir = config.data_dir.clone();
-        let app = App::start(config, role).await.expect("service starts");
+        let app = App::start(config.clone(), role)
+            .await
+            .expect("service starts");
         TestApp {
             app: Some(app),
+            config,
             base,
             data_dir,
             _temp: None,
@@ -149,26 +191,24 @@ impl TestApp {
         }
     }
 
-    /// Files under the data dir, except the database.
-    pub fn stored_files(&self) -> Vec<PathBuf> {
-        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    walk(&path, out);
-                } else if !path
-                    .file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .starts_with("faces.db")
-                {
-                    out.push(path);
-                }
-            }
+    /// The storage this app uses, opened independently (as an operator would).
+    pub async fn store(&self) -> Store {
+        Store::open(&self.config).await.expect("store opens")
+    }
+
+    /// Everything stored: originals, marked copies, and uploads in progress.
+    pub async fn stored_files(&self) -> Vec<String> {
+        let store = self.store().await;
+        let mut keys = store.list("faces").await.expect("list");
+        keys.extend(store.list("processed_faces").await.expect("list"));
+        for entry in std::fs::read_dir(self.data_dir.join(".uploads"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            keys.push(entry.path().display().to_string());
         }
-        let mut out = Vec::new();
-        walk(&self.data_dir, &mut out);
-        out
+        keys
     }
 
     pub async fn stop(&mut self) {
