@@ -96,21 +96,24 @@ impl Db {
     }
 
     async fn migrate(&self) -> anyhow::Result<()> {
-        sqlx::raw_sql("CREATE TABLE IF NOT EXISTS faces_migrations (version TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)")
-            .execute(&self.pool)
-            .await?;
         let migrations = match self.dialect {
             Dialect::Sqlite => SQLITE_MIGRATIONS,
             Dialect::Postgres => POSTGRES_MIGRATIONS,
         };
+        // One transaction; on PostgreSQL several processes may start at once, so the
+        // first takes a lock and the others wait, then find nothing left to do.
+        let mut tx = self.pool.begin().await?;
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(728461)")
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS faces_migrations (version TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await?;
         for (version, sql) in migrations {
-            let mut tx = self.pool.begin().await?;
-            if self.dialect == Dialect::Postgres {
-                // Several processes may start at once: one migrates, the others wait.
-                sqlx::query("SELECT pg_advisory_xact_lock(728461)")
-                    .execute(&mut *tx)
-                    .await?;
-            }
             let done: Option<AnyRow> =
                 sqlx::query("SELECT version FROM faces_migrations WHERE version = $1")
                     .bind(*version)
@@ -125,8 +128,8 @@ impl Db {
                     .await?;
                 tracing::info!(version, "applied migration");
             }
-            tx.commit().await?;
         }
+        tx.commit().await?;
         Ok(())
     }
 

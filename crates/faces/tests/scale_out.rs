@@ -1,0 +1,229 @@
+//! Scale-out mode for real: two API processes (`serve --no-workers`) and two worker
+//! processes (`worker`) on one PostgreSQL and one S3-compatible store (Garage).
+//! 100 uploads spread over both API nodes; feed clients on both nodes each get
+//! every detection exactly once; one worker is killed with SIGKILL mid-run and
+//! nothing is lost.
+//!
+//! Needs `FACES_TEST_DATABASE_URL` and `FACES_TEST_S3_*` (see `scripts/services/`);
+//! `.ci/run` starts both services and sets them.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+const DEADLINE: Duration = Duration::from_secs(300);
+const UPLOADS: usize = 100;
+
+struct Node(Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn(args: &[&str], env: &[(String, String)]) -> Node {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_faces"));
+    command
+        .args(args)
+        .env("FACES_LOG", "warn")
+        .stdout(Stdio::null());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    Node(command.spawn().expect("faces starts"))
+}
+
+async fn wait_healthy(base: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while reqwest::get(format!("{base}/readyz"))
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{base} did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn listen(base: &str, node: usize, out: mpsc::UnboundedSender<(usize, String)>) {
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("{}/faces", base.replacen("http", "ws", 1)))
+            .await
+            .expect("feed connects");
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = ws.next().await {
+            if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+                let event: Value = serde_json::from_str(text.as_str()).unwrap();
+                let _ = out.send((node, event["id"].as_str().unwrap().to_owned()));
+            }
+        }
+    });
+}
+
+#[tokio::test]
+async fn two_api_nodes_two_workers_one_killed() {
+    let Ok(database) = std::env::var("FACES_TEST_DATABASE_URL") else {
+        eprintln!("skipped: FACES_TEST_DATABASE_URL is not set (run scripts/services/postgres.sh)");
+        return;
+    };
+    let bucket = std::env::var("FACES_TEST_S3_BUCKET")
+        .expect("FACES_TEST_S3_* must be set with the database");
+    let schema = format!("mp{}", uuid::Uuid::new_v4().simple());
+    sqlx::any::install_default_drivers();
+    let admin = sqlx::AnyPool::connect(&database).await.unwrap();
+    sqlx::raw_sql(&format!("CREATE SCHEMA {schema}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let separator = if database.contains('?') { '&' } else { '?' };
+    let var = |name: &str| std::env::var(format!("FACES_TEST_S3_{name}")).unwrap_or_default();
+    let temp = tempfile::tempdir().unwrap();
+    let env = vec![
+        (
+            "FACES_DATABASE_URL".into(),
+            format!("{database}{separator}options=-c%20search_path%3D{schema}"),
+        ),
+        ("FACES_S3_BUCKET".into(), bucket),
+        ("FACES_S3_ENDPOINT".into(), var("ENDPOINT")),
+        ("FACES_S3_REGION".into(), var("REGION")),
+        ("FACES_S3_ACCESS_KEY_ID".into(), var("ACCESS_KEY_ID")),
+        (
+            "FACES_S3_SECRET_ACCESS_KEY".into(),
+            var("SECRET_ACCESS_KEY"),
+        ),
+        ("FACES_S3_PREFIX".into(), schema.clone()),
+        ("FACES_JOB_LEASE_SECS".into(), "3".into()),
+        ("FACES_DATA_DIR".into(), temp.path().display().to_string()),
+    ];
+    let mut bases = Vec::new();
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let port = free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        let port = port.to_string();
+        nodes.push(spawn(
+            &[
+                "serve",
+                "--no-workers",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port,
+                "--public-url",
+                &base,
+            ],
+            &env,
+        ));
+        bases.push(base);
+    }
+    let mut workers: Vec<Node> = (0..2)
+        .map(|_| spawn(&["worker", "--workers", "1"], &env))
+        .collect();
+    for base in &bases {
+        wait_healthy(base).await;
+    }
+    let (sender, mut events) = mpsc::unbounded_channel();
+    for (node, base) in bases.iter().enumerate() {
+        listen(base, node, sender.clone()).await;
+    }
+
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/throughput");
+    let mut files: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let http = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for (i, path) in files.iter().take(UPLOADS).enumerate() {
+        let part =
+            reqwest::multipart::Part::bytes(std::fs::read(path).unwrap()).file_name("crowd.jpg");
+        let form = reqwest::multipart::Form::new().part("image", part);
+        let response = http
+            .post(format!("{}/image/", bases[i % 2]))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        ids.push(
+            response.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+
+    // Once work is flowing, kill one worker without warning.
+    let mut seen: HashMap<(usize, String), usize> = HashMap::new();
+    while seen.len() < 10 {
+        let event = tokio::time::timeout(DEADLINE, events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        *seen.entry(event).or_default() += 1;
+    }
+    workers[0].0.kill().unwrap();
+    workers[0].0.wait().unwrap();
+
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut with_faces = 0;
+    for (i, id) in ids.iter().enumerate() {
+        loop {
+            let url = format!("{}/image/{id}", bases[(i + 1) % 2]);
+            let record: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+            if record["status"] == "done" {
+                with_faces += usize::from(record["faces_count"].as_i64() > Some(0));
+                break;
+            }
+            assert_ne!(record["status"], "failed", "{record}");
+            assert!(tokio::time::Instant::now() < deadline, "lost: {record}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    while seen.values().sum::<usize>() < 2 * with_faces {
+        let event = tokio::time::timeout(DEADLINE, events.recv())
+            .await
+            .expect("every event on both nodes")
+            .unwrap();
+        *seen.entry(event).or_default() += 1;
+    }
+    if let Ok(Some(extra)) = tokio::time::timeout(Duration::from_secs(1), events.recv()).await {
+        panic!("an extra event: {extra:?}");
+    }
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "each event exactly once per node"
+    );
+    for node in 0..2 {
+        assert_eq!(
+            seen.keys().filter(|(n, _)| *n == node).count(),
+            with_faces,
+            "node {node} saw every detection"
+        );
+    }
+    assert!(with_faces >= 90, "crowd photos have faces: {with_faces}");
+    drop(workers);
+    drop(nodes);
+    let _ = sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&admin)
+        .await;
+}
