@@ -18,6 +18,8 @@ use crate::{api, notify, worker};
 
 /// How long shutdown waits for in-flight jobs before leaving them to their lease.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How long shutdown waits for open HTTP requests to end.
+const HTTP_GRACE: Duration = Duration::from_secs(5);
 
 /// What handlers and workers share.
 pub struct AppState {
@@ -143,8 +145,12 @@ impl App {
         if let Some(io) = self.socket_io {
             io.close().await;
         }
-        if let Some(server) = self.server {
-            let _ = server.await;
+        if let Some(mut server) = self.server {
+            // A client holding a request open (a Socket.IO long poll) must not stall shutdown.
+            if tokio::time::timeout(HTTP_GRACE, &mut server).await.is_err() {
+                tracing::warn!("open HTTP requests at shutdown; closing them");
+                server.abort();
+            }
         }
         let workers = futures::future::join_all(self.workers);
         if tokio::time::timeout(SHUTDOWN_GRACE, workers).await.is_err() {

@@ -82,7 +82,10 @@ impl S3Store {
             source,
         };
         let mut reader = tokio::fs::File::open(file).await.map_err(io)?;
-        let mut writer = BufWriter::new(self.store.clone(), self.path(key));
+        // 5 MB parts, two in flight: bounded memory however large the upload.
+        let mut writer =
+            BufWriter::with_capacity(self.store.clone(), self.path(key), 5 * 1024 * 1024)
+                .with_max_concurrency(2);
         if let Err(source) = tokio::io::copy(&mut reader, &mut writer).await {
             let _ = writer.abort().await;
             return Err(io(source));
