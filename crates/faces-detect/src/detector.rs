@@ -209,7 +209,8 @@ fn tiles(length: u32, scale: f32, overlap_scaled: u32) -> Vec<(u32, u32, f32, f3
     let step = (length - overlap).div_ceil(count);
     (0..count)
         .map(|i| {
-            let start = (i * step).min(length.saturating_sub(step + overlap));
+            // Tile i spans its core plus half the overlap on each side, so neighbouring cores meet exactly.
+            let start = i * step;
             let end = (start + step + overlap).min(length);
             let core_start = if i == 0 {
                 0.0
@@ -245,7 +246,10 @@ mod tests {
             assert_eq!(t.last().map(|t| t.3), Some(length as f32));
             for w in t.windows(2) {
                 assert_eq!(w[0].3, w[1].2, "cores must meet");
-                assert!(w[0].0 + w[0].1 > w[1].0 + 64, "tiles must overlap");
+                assert!(
+                    ((w[0].0 + w[0].1 - w[1].0) as f32 * scale) >= 127.0,
+                    "tiles must overlap by the scaled overlap"
+                );
             }
             for (start, len, ..) in &t {
                 assert!(start + len <= length);
