@@ -21,6 +21,9 @@ use futures::StreamExt;
 use serde_json::Value;
 use tokio::sync::{mpsc, Semaphore};
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 const DEADLINE: Duration = Duration::from_secs(600);
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -62,11 +65,7 @@ impl Drop for Server {
 
 async fn start(extra: &[&str]) -> Server {
     let data = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let child = Command::new(env!("CARGO_BIN_EXE_faces"))
         .args([
@@ -85,11 +84,7 @@ async fn start(extra: &[&str]) -> Server {
         .stdout(Stdio::null())
         .spawn()
         .expect("faces starts");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while reqwest::get(format!("{base}/healthcheck")).await.is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::wait_ready(&base).await;
     Server {
         child,
         base,

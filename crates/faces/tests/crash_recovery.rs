@@ -6,9 +6,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use futures::StreamExt;
 use serde_json::Value;
-use tokio::sync::mpsc;
+
+mod support;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -35,49 +35,17 @@ fn start(data_dir: &Path, port: u16) -> Child {
         .expect("faces starts")
 }
 
-async fn wait_healthy(base: &str) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while reqwest::get(format!("{base}/healthcheck")).await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "server did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Reads the feed in the background so nothing waits unread in a socket when the server dies.
-async fn listen(base: &str, ids: mpsc::UnboundedSender<String>) -> tokio::task::JoinHandle<()> {
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async(format!("{}/faces", base.replacen("http", "ws", 1)))
-            .await
-            .expect("feed connects");
-    tokio::spawn(async move {
-        while let Some(Ok(message)) = ws.next().await {
-            if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
-                let event: Value = serde_json::from_str(text.as_str()).expect("JSON");
-                let _ = ids.send(event["id"].as_str().unwrap_or_default().to_owned());
-            }
-        }
-    })
-}
-
 #[tokio::test]
 async fn sigkill_mid_run_loses_nothing_and_announces_each_once() {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/throughput");
     let temp = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
 
     let mut server = start(temp.path(), port);
-    wait_healthy(&base).await;
-    let (sender, mut announced) = mpsc::unbounded_channel();
-    let first_feed = listen(&base, sender.clone()).await;
+    support::wait_ready(&base).await;
+    let mut first_feed = support::feed(&base).await;
 
     let mut files: Vec<_> = std::fs::read_dir(&data)
         .unwrap()
@@ -101,18 +69,25 @@ async fn sigkill_mid_run_loses_nothing_and_announces_each_once() {
     }
     // Let a job or two finish, so that the kill lands with some done, one in flight, the rest queued.
     let mut counts: HashMap<String, usize> = HashMap::new();
-    let first = tokio::time::timeout(DEADLINE, announced.recv())
+    let first = tokio::time::timeout(DEADLINE, first_feed.recv())
         .await
         .unwrap()
         .unwrap();
-    *counts.entry(first).or_default() += 1;
+    *counts
+        .entry(first["id"].as_str().unwrap().to_owned())
+        .or_default() += 1;
     server.kill().expect("SIGKILL");
     server.wait().unwrap();
-    let _ = first_feed.await;
+    // What the old server sent before it died still counts.
+    while let Some(event) = first_feed.recv().await {
+        *counts
+            .entry(event["id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
 
     let mut server = start(temp.path(), port);
-    wait_healthy(&base).await;
-    let _second_feed = listen(&base, sender).await;
+    support::wait_ready(&base).await;
+    let mut second_feed = support::feed(&base).await;
     let deadline = tokio::time::Instant::now() + DEADLINE;
     let mut with_faces = 0;
     for id in &ids {
@@ -139,16 +114,18 @@ async fn sigkill_mid_run_loses_nothing_and_announces_each_once() {
     }
     // Collect the announcements: every detection once, and nothing more.
     while counts.values().sum::<usize>() < with_faces {
-        let id = tokio::time::timeout(DEADLINE, announced.recv())
+        let event = tokio::time::timeout(DEADLINE, second_feed.recv())
             .await
             .expect("announcement")
             .unwrap();
-        *counts.entry(id).or_default() += 1;
+        *counts
+            .entry(event["id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
     }
     if let Ok(Some(extra)) =
-        tokio::time::timeout(Duration::from_millis(500), announced.recv()).await
+        tokio::time::timeout(Duration::from_millis(500), second_feed.recv()).await
     {
-        panic!("announced twice: {extra}");
+        panic!("announced twice: {}", extra["id"]);
     }
     assert!(counts.keys().all(|id| ids.contains(id)));
     assert!(counts.values().all(|&n| n == 1), "{counts:?}");

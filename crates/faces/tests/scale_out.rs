@@ -12,9 +12,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use futures::StreamExt;
 use serde_json::Value;
 use tokio::sync::mpsc;
+
+mod support;
 
 const DEADLINE: Duration = Duration::from_secs(300);
 const UPLOADS: usize = 100;
@@ -28,14 +29,6 @@ impl Drop for Node {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn spawn(args: &[&str], env: &[(String, String)]) -> Node {
     let mut command = Command::new(env!("CARGO_BIN_EXE_faces"));
     command
@@ -46,36 +39,6 @@ fn spawn(args: &[&str], env: &[(String, String)]) -> Node {
         command.env(k, v);
     }
     Node(command.spawn().expect("faces starts"))
-}
-
-async fn wait_healthy(base: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while reqwest::get(format!("{base}/readyz"))
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{base} did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn listen(base: &str, node: usize, out: mpsc::UnboundedSender<(usize, String)>) {
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async(format!("{}/faces", base.replacen("http", "ws", 1)))
-            .await
-            .expect("feed connects");
-    tokio::spawn(async move {
-        while let Some(Ok(message)) = ws.next().await {
-            if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
-                let event: Value = serde_json::from_str(text.as_str()).unwrap();
-                let _ = out.send((node, event["id"].as_str().unwrap().to_owned()));
-            }
-        }
-    });
 }
 
 #[tokio::test]
@@ -116,7 +79,7 @@ async fn two_api_nodes_two_workers_one_killed() {
     let mut bases = Vec::new();
     let mut nodes = Vec::new();
     for _ in 0..2 {
-        let port = free_port();
+        let port = support::free_port();
         let base = format!("http://127.0.0.1:{port}");
         let port = port.to_string();
         nodes.push(spawn(
@@ -138,11 +101,18 @@ async fn two_api_nodes_two_workers_one_killed() {
         .map(|_| spawn(&["worker", "--workers", "1"], &env))
         .collect();
     for base in &bases {
-        wait_healthy(base).await;
+        support::wait_ready(base).await;
     }
+    // One stream of (node, id) from a feed client on each API node.
     let (sender, mut events) = mpsc::unbounded_channel();
     for (node, base) in bases.iter().enumerate() {
-        listen(base, node, sender.clone()).await;
+        let mut feed = support::feed(base).await;
+        let sender = sender.clone();
+        tokio::spawn(async move {
+            while let Some(event) = feed.recv().await {
+                let _ = sender.send((node, event["id"].as_str().unwrap_or_default().to_owned()));
+            }
+        });
     }
 
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/throughput");

@@ -1,0 +1,53 @@
+//! Shared by the tests and the benchmark that drive the real `faces` binary.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Waits until `GET /readyz` answers 200 (database and storage reachable).
+pub async fn wait_ready(base: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match reqwest::get(format!("{base}/readyz")).await {
+            Ok(response) if response.status() == 200 => return,
+            _ => {}
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{base} did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Connects a feed client and forwards every message, as JSON, until the connection ends.
+/// It reads in the background, so nothing waits unread in a socket if the server dies.
+pub async fn feed(base: &str) -> mpsc::UnboundedReceiver<Value> {
+    let url = format!("{}/faces", base.replacen("http", "ws", 1));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("feed connects");
+    let (sender, receiver) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = ws.next().await {
+            if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+                let event: Value =
+                    serde_json::from_str(text.as_str()).expect("feed message is JSON");
+                if sender.send(event).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    receiver
+}
