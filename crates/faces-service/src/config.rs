@@ -86,6 +86,22 @@ pub struct Config {
     /// Virtual-hosted-style requests (`bucket.host`) instead of path-style.
     #[arg(long, env = "FACES_S3_VIRTUAL_HOSTED")]
     pub s3_virtual_hosted: bool,
+    /// API keys (comma-separated in the environment). When any is set, uploads, reads,
+    /// images and feeds need `Authorization: Bearer <key>` or `?api_key=<key>`.
+    #[arg(
+        long = "api-key",
+        env = "FACES_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+    /// Origins allowed to call the API from a browser (CORS); none by default.
+    #[arg(
+        long = "cors-origin",
+        env = "FACES_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
     /// Answer marked-image requests with a redirect to a presigned S3 URL instead of
     /// streaming them through this node.
     #[arg(long, env = "FACES_IMAGES_REDIRECT")]

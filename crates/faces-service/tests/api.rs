@@ -495,3 +495,128 @@ async fn unknown_ids_and_escaping_paths_are_404() {
     let (status, body) = app.get_json("/images?limit=0").await;
     assert_eq!((status, body["limit"].is_array()), (400, true));
 }
+
+#[tokio::test]
+async fn api_keys_guard_uploads_reads_and_the_feed() {
+    let app = TestApp::start_with(|c| c.api_keys = vec!["k-one".into(), "k-two".into()]).await;
+    let part =
+        || reqwest::multipart::Part::bytes(read("known_counts/fr_obama.jpg")).file_name("o.jpg");
+    // No key, and a wrong key: 401 in the JSON shape, nothing accepted.
+    for auth in [None, Some("Bearer nope")] {
+        let mut request = app
+            .http
+            .post(app.url("/image/"))
+            .multipart(reqwest::multipart::Form::new().part("image", part()));
+        if let Some(auth) = auth {
+            request = request.header("Authorization", auth);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["detail"][0], "A valid API key is required.");
+    }
+    assert_eq!(
+        app.http
+            .get(app.url("/images"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let ws = format!("{}/faces", app.base.replacen("http://", "ws://", 1));
+    assert!(
+        tokio_tungstenite::connect_async(&ws).await.is_err(),
+        "feed without a key"
+    );
+
+    // Open: health and the page.
+    assert_eq!(
+        app.http
+            .get(app.url("/healthcheck"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.http.get(app.url("/")).send().await.unwrap().status(),
+        200
+    );
+
+    // With a key (header for HTTP, query for the feed), everything works.
+    let (mut feed, _) = tokio_tungstenite::connect_async(format!("{ws}?api_key=k-two"))
+        .await
+        .expect("feed with key");
+    let form = reqwest::multipart::Form::new().part("image", part());
+    let response = app
+        .http
+        .post(app.url("/image/"))
+        .bearer_auth("k-one")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let message = next_message(&mut feed, DEADLINE)
+        .await
+        .expect("notification");
+    assert_eq!(message["id"], id.as_str());
+    let record = app
+        .http
+        .get(app.url(&format!("/image/{id}")))
+        .bearer_auth("k-two")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(record.status(), 200);
+}
+
+#[tokio::test]
+async fn cors_allows_only_configured_origins() {
+    let app =
+        TestApp::start_with(|c| c.cors_origins = vec!["https://allowed.example".into()]).await;
+    for (origin, allowed) in [
+        ("https://allowed.example", true),
+        ("https://evil.example", false),
+    ] {
+        let response = app
+            .http
+            .request(reqwest::Method::OPTIONS, app.url("/image/"))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header("Access-Control-Request-Headers", "authorization")
+            .send()
+            .await
+            .unwrap();
+        let header = response
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(
+            header.as_deref() == Some(origin),
+            allowed,
+            "{origin}: {header:?}"
+        );
+    }
+    let plain = TestApp::start().await;
+    let response = plain
+        .http
+        .get(plain.url("/images"))
+        .header("Origin", "https://allowed.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none(),
+        "CORS is off by default"
+    );
+}

@@ -1,0 +1,94 @@
+//! Optional API keys: when any are configured, uploads, reads, marked images and the
+//! feeds need `Authorization: Bearer <key>` (or `?api_key=<key>`, for WebSocket and
+//! Socket.IO clients that cannot set headers). Health, metrics and the page stay open.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+fn protected(request: &Request) -> bool {
+    let path = request.uri().path();
+    if request.method() == Method::OPTIONS {
+        return false; // CORS preflights carry no credentials
+    }
+    match path {
+        "/image" | "/image/" => request.method() == Method::POST,
+        "/faces" => request.headers().contains_key(header::UPGRADE),
+        _ => {
+            path.starts_with("/image/")
+                || path == "/images"
+                || path.starts_with("/static/processed_faces/")
+                || path.starts_with("/socket.io")
+        }
+    }
+}
+
+fn presented(request: &Request) -> Option<&str> {
+    let bearer = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    bearer.or_else(|| {
+        request
+            .uri()
+            .query()?
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("api_key="))
+    })
+}
+
+/// Compares without an early exit, so the time taken does not reveal how much matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub async fn require_key(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let keys = &state.config.api_keys;
+    if keys.is_empty() || !protected(&request) {
+        return next.run(request).await;
+    }
+    let given = presented(&request).unwrap_or_default().as_bytes();
+    // Check every key, so the time taken does not reveal which one was close.
+    let valid = keys.iter().fold(false, |ok, key| {
+        constant_time_eq(key.as_bytes(), given) | ok
+    });
+    if valid {
+        next.run(request).await
+    } else {
+        let mut response = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "detail",
+            "A valid API key is required.",
+        )
+        .into_response();
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn equal_only_when_identical() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}
