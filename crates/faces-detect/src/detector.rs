@@ -7,6 +7,7 @@
 //! a 4000x3000 photo without running one huge tensor. Tiles keep only the small
 //! faces whose centre lies in their own core; the coarse pass owns the rest.
 
+use std::borrow::Cow;
 use std::str::FromStr;
 
 use image::imageops::{self, FilterType};
@@ -147,14 +148,16 @@ impl Detector {
         let (width, height) = image.dimensions();
         let mut found = Vec::new();
         for view in self.views(width, height) {
-            let region =
-                imageops::crop_imm(image, view.x, view.y, view.width, view.height).to_image();
-            let input = if view.scale == 1.0 {
-                region
-            } else {
+            // Copy pixels only where the view needs it: the whole image at its own size is used as is.
+            let region = imageops::crop_imm(image, view.x, view.y, view.width, view.height);
+            let input = if view.scale != 1.0 {
                 let w = ((view.width as f32 * view.scale).round() as u32).max(1);
                 let h = ((view.height as f32 * view.scale).round() as u32).max(1);
-                imageops::resize(&region, w, h, FilterType::Triangle)
+                Cow::Owned(imageops::resize(&*region, w, h, FilterType::Triangle))
+            } else if (view.width, view.height) == (width, height) {
+                Cow::Borrowed(image)
+            } else {
+                Cow::Owned(region.to_image())
             };
             let mut candidates = self
                 .network

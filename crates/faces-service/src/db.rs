@@ -27,6 +27,16 @@ const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[(
     include_str!("../migrations/postgres/0001_init.sql"),
 )];
 
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Job transitions allowed only to the lease holder ($1 submission id, $2 lease token).
+const FINISH_DONE: &str =
+    "UPDATE jobs SET state = 'done', lease_until = NULL WHERE submission_id = $1 AND lease_token = $2 AND state = 'running'";
+const FINISH_FAILED: &str =
+    "UPDATE jobs SET state = 'failed', lease_until = NULL WHERE submission_id = $1 AND lease_token = $2 AND state = 'running'";
+const REQUEUE: &str = "UPDATE jobs SET state = 'queued', run_at = $3, last_error = $4, lease_until = NULL, lease_token = NULL \
+     WHERE submission_id = $1 AND lease_token = $2 AND state = 'running'";
+
 /// A job a worker holds: only the holder of `lease_token` may finish it.
 #[derive(Debug, Clone)]
 pub struct ClaimedJob {
@@ -282,24 +292,23 @@ impl Db {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Ends a job in `state`, updating its submission in the same transaction, only
-    /// if the caller still holds the lease. Returns whether it did.
-    async fn finish<'q>(
+    /// A `jobs` update for the held job: `sql` ends with
+    /// `WHERE submission_id = $1 AND lease_token = $2 AND state = 'running'`.
+    fn held<'q>(sql: &'q str, job: &ClaimedJob) -> AnyQuery<'q> {
+        sqlx::query(sql)
+            .bind(job.submission_id.to_string())
+            .bind(job.lease_token.clone())
+    }
+
+    /// Runs `job_update` and, only if it matched (the caller still holds the lease),
+    /// `submission_update`, in one transaction. Returns whether it did.
+    async fn fenced<'q>(
         &self,
-        job: &ClaimedJob,
-        state: &str,
-        submission_update: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+        job_update: AnyQuery<'q>,
+        submission_update: AnyQuery<'q>,
     ) -> sqlx::Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let fenced = sqlx::query(
-            "UPDATE jobs SET state = $1, lease_until = NULL WHERE submission_id = $2 AND lease_token = $3 AND state = 'running'",
-        )
-        .bind(state)
-        .bind(job.submission_id.to_string())
-        .bind(&job.lease_token)
-        .execute(&mut *tx)
-        .await?;
-        if fenced.rows_affected() != 1 {
+        if job_update.execute(&mut *tx).await?.rows_affected() != 1 {
             return Ok(false);
         }
         submission_update.execute(&mut *tx).await?;
@@ -309,7 +318,7 @@ impl Db {
 
     pub async fn complete_job(&self, job: &ClaimedJob, outcome: &Outcome) -> sqlx::Result<bool> {
         let faces = serde_json::to_string(&outcome.faces).unwrap_or_else(|_| "[]".into());
-        let update = sqlx::query(
+        let submission = sqlx::query(
             "UPDATE submissions SET status = 'done', processed_at = $1, processed_key = $2, width = $3, height = $4, \
              faces_count = $5, faces = $6, duplicate_of = $7, error = NULL WHERE id = $8",
         )
@@ -321,17 +330,18 @@ impl Db {
         .bind(faces)
         .bind(outcome.duplicate_of.map(|id| id.to_string()))
         .bind(job.submission_id.to_string());
-        self.finish(job, "done", update).await
+        self.fenced(Self::held(FINISH_DONE, job), submission).await
     }
 
     pub async fn fail_job(&self, job: &ClaimedJob, error: &str) -> sqlx::Result<bool> {
-        let update = sqlx::query(
+        let submission = sqlx::query(
             "UPDATE submissions SET status = 'failed', processed_at = $1, error = $2 WHERE id = $3",
         )
         .bind(micros(Utc::now()))
         .bind(error.to_owned())
         .bind(job.submission_id.to_string());
-        self.finish(job, "failed", update).await
+        self.fenced(Self::held(FINISH_FAILED, job), submission)
+            .await
     }
 
     /// Puts a failed attempt back in the queue, due at `run_at`.
@@ -341,31 +351,12 @@ impl Db {
         error: &str,
         run_at: DateTime<Utc>,
     ) -> sqlx::Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        let fenced = sqlx::query(
-            "UPDATE jobs SET state = 'queued', run_at = $1, last_error = $2, lease_until = NULL, lease_token = NULL \
-             WHERE submission_id = $3 AND lease_token = $4 AND state = 'running'",
-        )
-        .bind(micros(run_at))
-        .bind(error)
-        .bind(job.submission_id.to_string())
-        .bind(&job.lease_token)
-        .execute(&mut *tx)
-        .await?;
-        if fenced.rows_affected() != 1 {
-            return Ok(false);
-        }
-        sqlx::query("UPDATE submissions SET status = 'queued' WHERE id = $1")
-            .bind(job.submission_id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(true)
-    }
-
-    /// Hands a held job back to the queue at once (graceful shutdown).
-    pub async fn release_job(&self, job: &ClaimedJob) -> sqlx::Result<bool> {
-        self.retry_job(job, "worker shut down", Utc::now()).await
+        let requeue = Self::held(REQUEUE, job)
+            .bind(micros(run_at))
+            .bind(error.to_owned());
+        let submission = sqlx::query("UPDATE submissions SET status = 'queued' WHERE id = $1")
+            .bind(job.submission_id.to_string());
+        self.fenced(requeue, submission).await
     }
 
     /// PostgreSQL `NOTIFY` (no-op on SQLite, where there is one process).

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use crate::app::AppState;
 use crate::db::ClaimedJob;
 use crate::store::processed_key;
-use crate::submission::{FaceBox, Outcome, Submission};
+use crate::submission::{FaceBox, Outcome};
 
 /// How long an idle worker sleeps before looking at the queue again when nobody wakes it.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -109,12 +109,12 @@ async fn process(
     let result = attempt(state, detector, &job).await;
     heartbeat.abort();
     let recorded = match result {
-        Ok((submission, outcome)) => match state.db.complete_job(&job, &outcome).await {
+        Ok(outcome) => match state.db.complete_job(&job, &outcome).await {
             Ok(true) => {
                 state.metrics.jobs_done();
                 tracing::info!(%id, faces = outcome.faces.len(), duplicate = outcome.duplicate_of.is_some(),
                     ms = started.elapsed().as_millis() as u64, "job done");
-                crate::notify::announce(state, submission.id).await;
+                crate::notify::announce(state, id).await;
                 Ok(())
             }
             Ok(false) => {
@@ -152,7 +152,7 @@ async fn attempt(
     state: &Arc<AppState>,
     detector: &Arc<Detector>,
     job: &ClaimedJob,
-) -> Result<(Submission, Outcome), JobError> {
+) -> Result<Outcome, JobError> {
     let submission = state
         .db
         .submission(job.submission_id)
@@ -178,17 +178,14 @@ async fn attempt(
             }
             None => None,
         };
-        return Ok((
-            submission,
-            Outcome {
-                processed_at: Utc::now(),
-                width: earlier.width.unwrap_or_default(),
-                height: earlier.height.unwrap_or_default(),
-                faces: earlier.faces.clone().unwrap_or_default(),
-                processed_key,
-                duplicate_of: Some(earlier.id),
-            },
-        ));
+        return Ok(Outcome {
+            processed_at: Utc::now(),
+            width: earlier.width.unwrap_or_default(),
+            height: earlier.height.unwrap_or_default(),
+            faces: earlier.faces.clone().unwrap_or_default(),
+            processed_key,
+            duplicate_of: Some(earlier.id),
+        });
     }
 
     let original = state
@@ -216,17 +213,14 @@ async fn attempt(
         }
         None => None,
     };
-    Ok((
-        submission,
-        Outcome {
-            processed_at: Utc::now(),
-            width,
-            height,
-            faces,
-            processed_key,
-            duplicate_of: None,
-        },
-    ))
+    Ok(Outcome {
+        processed_at: Utc::now(),
+        width,
+        height,
+        faces,
+        processed_key,
+        duplicate_of: None,
+    })
 }
 
 type Detected = (i64, i64, Vec<FaceBox>, Option<Bytes>);
