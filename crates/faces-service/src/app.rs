@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
@@ -14,7 +14,7 @@ use crate::db::{Db, Dialect};
 use crate::feed::Feed;
 use crate::metrics::Metrics;
 use crate::store::Store;
-use crate::{api, notify, worker};
+use crate::{api, notify, retention, server, worker};
 
 /// How long shutdown waits for in-flight jobs before leaving them to their lease.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -33,6 +33,10 @@ pub struct AppState {
     /// Signalled on each accepted upload so an idle worker starts at once.
     pub wake: Notify,
     pub shutdown: watch::Receiver<bool>,
+    /// Permits for uploads streamed at once.
+    pub uploads: Arc<Semaphore>,
+    /// Permits for images held decoded in memory at once.
+    pub decodes: Arc<Semaphore>,
 }
 
 /// What a process runs: `faces serve` is both unless told `--no-workers`; `faces worker` has no HTTP.
@@ -56,7 +60,7 @@ pub struct App {
     pub addr: Option<SocketAddr>,
     pub state: Arc<AppState>,
     shutdown: watch::Sender<bool>,
-    server: Option<JoinHandle<std::io::Result<()>>>,
+    server: Option<JoinHandle<()>>,
     socket_io: Option<socketioxide::SocketIo>,
     workers: Vec<JoinHandle<()>>,
 }
@@ -87,7 +91,6 @@ impl App {
         let addr = listener.as_ref().map(TcpListener::local_addr).transpose()?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let state = Arc::new(AppState {
-            config,
             db,
             store,
             uploads_dir,
@@ -95,6 +98,9 @@ impl App {
             metrics: Metrics::default(),
             wake: Notify::new(),
             shutdown: shutdown_rx.clone(),
+            uploads: Arc::new(Semaphore::new(config.max_concurrent_uploads.max(1))),
+            decodes: Arc::new(Semaphore::new(config.max_concurrent_decodes.max(1))),
+            config,
         });
         if state.db.dialect() == Dialect::Postgres {
             let events = role == Role::Serve;
@@ -104,26 +110,32 @@ impl App {
                 events,
             ));
         }
-        let workers = (0..state.config.workers)
+        let mut workers: Vec<JoinHandle<()>> = (0..state.config.workers)
             .map(|n| tokio::spawn(worker::run(state.clone(), n, shutdown_rx.clone())))
             .collect();
+        if let Some(max_age) = state.config.retention {
+            let every = state.config.retention_interval.max(Duration::from_secs(1));
+            workers.push(tokio::spawn(retention::run(
+                state.clone(),
+                max_age,
+                every,
+                shutdown_rx.clone(),
+            )));
+        }
+        tokio::spawn(state.metrics.clone().upkeep());
         let mut socket_io = None;
         let server = listener.map(|listener| {
-            let (layer, io) = api::socketio::layer();
+            let (layer, io) = api::socketio::layer(&state.feed);
             tokio::spawn(api::socketio::relay(state.feed.clone(), io.clone()));
             socket_io = Some(io);
             let router = api::router(state.clone(), layer);
-            let mut stop = shutdown_rx.clone();
-            tokio::spawn(async move {
-                axum::serve(
-                    listener,
-                    router.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|stop| *stop).await;
-                })
-                .await
-            })
+            let header_timeout = Duration::from_secs(state.config.header_timeout_secs.max(1));
+            tokio::spawn(server::serve(
+                listener,
+                router,
+                header_timeout,
+                shutdown_rx.clone(),
+            ))
         });
         match addr {
             Some(addr) => tracing::info!(%addr, workers = state.config.workers, "faces listening"),

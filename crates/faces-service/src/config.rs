@@ -106,6 +106,36 @@ pub struct Config {
     /// streaming them through this node.
     #[arg(long, env = "FACES_IMAGES_REDIRECT")]
     pub images_redirect: bool,
+    /// Uploads each client address may send per minute, after its burst (0: no limit).
+    #[arg(long, env = "FACES_RATE_LIMIT_PER_MINUTE", default_value_t = 120)]
+    pub rate_limit_per_minute: u32,
+    /// Uploads a client address may send at once before the per-minute rate applies.
+    #[arg(long, env = "FACES_RATE_LIMIT_BURST", default_value_t = 60)]
+    pub rate_limit_burst: u32,
+    /// Take the client address from this header (e.g. `X-Forwarded-For`, last entry)
+    /// instead of the peer. Set it only behind a proxy that writes the header.
+    #[arg(long, env = "FACES_TRUSTED_PROXY_HEADER")]
+    pub trusted_proxy_header: Option<String>,
+    /// Seconds a client has to send a request's headers; slower connections are closed.
+    #[arg(long, env = "FACES_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+    /// Seconds an upload's body may stall between chunks before the request is dropped.
+    #[arg(long, env = "FACES_BODY_TIMEOUT_SECS", default_value_t = 30)]
+    pub body_timeout_secs: u64,
+    /// Uploads streamed at once by this node; more get 503 with `Retry-After`.
+    #[arg(long, env = "FACES_MAX_CONCURRENT_UPLOADS", default_value_t = 64)]
+    pub max_concurrent_uploads: usize,
+    /// Images decoded and detected at once by this node, whatever the worker count
+    /// (each may hold up to `max-pixels` x 3 bytes).
+    #[arg(long, env = "FACES_MAX_CONCURRENT_DECODES", default_value_t = default_workers())]
+    pub max_concurrent_decodes: usize,
+    /// Remove submissions, their jobs and files older than this (e.g. `30d`, `12h`);
+    /// off when unset. Jobs still queued or running are never removed.
+    #[arg(long, env = "FACES_RETENTION", value_parser = humantime::parse_duration)]
+    pub retention: Option<Duration>,
+    /// How often the retention task runs.
+    #[arg(long, env = "FACES_RETENTION_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub retention_interval: Duration,
 }
 
 fn default_workers() -> usize {

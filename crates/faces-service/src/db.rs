@@ -45,6 +45,14 @@ pub struct ClaimedJob {
     pub lease_token: String,
 }
 
+/// A submission old enough for retention to remove, with its files.
+#[derive(Debug, Clone)]
+pub struct Expired {
+    pub id: Uuid,
+    pub original_key: String,
+    pub processed_key: Option<String>,
+}
+
 /// Row counts by job state, for metrics and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueDepth {
@@ -382,6 +390,62 @@ impl Db {
             queued: row.try_get("queued")?,
             running: row.try_get("running")?,
         })
+    }
+
+    /// Up to `limit` submissions created before `cutoff` whose jobs are finished,
+    /// oldest first: what retention may remove.
+    pub async fn expired_submissions(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: i64,
+    ) -> sqlx::Result<Vec<Expired>> {
+        let rows = sqlx::query(
+            "SELECT s.id, s.original_key, s.processed_key FROM submissions s \
+             LEFT JOIN jobs j ON j.submission_id = s.id \
+             WHERE s.created_at < $1 AND s.status IN ('done', 'failed') \
+             AND (j.state IS NULL OR j.state IN ('done', 'failed')) \
+             ORDER BY s.created_at LIMIT $2",
+        )
+        .bind(micros(cutoff))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Expired {
+                    id: parse_uuid(&row.try_get::<String, _>("id")?)?,
+                    original_key: row.try_get("original_key")?,
+                    processed_key: row.try_get("processed_key")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes a finished submission and its job in one transaction. Returns false,
+    /// deleting nothing, if its job is queued or running again.
+    pub async fn delete_finished(&self, id: Uuid) -> sqlx::Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let in_flight = sqlx::query(
+            "SELECT 1 AS one FROM jobs WHERE submission_id = $1 AND state IN ('queued', 'running')",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if in_flight.is_some() {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM jobs WHERE submission_id = $1")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let deleted =
+            sqlx::query("DELETE FROM submissions WHERE id = $1 AND status IN ('done', 'failed')")
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        tx.commit().await?;
+        Ok(deleted == 1)
     }
 
     pub async fn close(&self) {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use tokio::sync::broadcast;
+use utoipa::ToSchema;
 
 use crate::submission::FaceBox;
 
@@ -16,10 +17,13 @@ use crate::submission::FaceBox;
 pub const CLIENT_BUFFER: usize = 1024;
 
 /// The message of SPEC section 4, fields in its order.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Detection {
+    #[schema(example = "Successful face detection")]
     pub message: &'static str,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub processed_at: String,
     pub faces_count: usize,
     pub image_url: String,
@@ -75,13 +79,20 @@ impl Feed {
 
     /// A new client's receiver; dropping the guard counts it out.
     pub fn subscribe(&self) -> (broadcast::Receiver<Event>, ClientGuard) {
+        (self.sender.subscribe(), self.count_client())
+    }
+
+    /// Counts a client in until the guard is dropped.
+    pub fn count_client(&self) -> ClientGuard {
         self.clients.fetch_add(1, Ordering::Relaxed);
-        (
-            self.sender.subscribe(),
-            ClientGuard {
-                clients: self.clients.clone(),
-            },
-        )
+        ClientGuard {
+            clients: self.clients.clone(),
+        }
+    }
+
+    /// A receiver that is not a client itself (the Socket.IO relay).
+    pub fn receiver(&self) -> broadcast::Receiver<Event> {
+        self.sender.subscribe()
     }
 
     pub fn connected_clients(&self) -> usize {

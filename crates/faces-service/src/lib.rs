@@ -20,6 +20,8 @@ pub mod error;
 pub mod feed;
 pub mod metrics;
 pub mod notify;
+pub mod retention;
+pub mod server;
 pub mod store;
 pub mod submission;
 pub mod worker;

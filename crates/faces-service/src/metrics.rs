@@ -1,27 +1,46 @@
-//! Counters and a latency histogram, rendered in the Prometheus text format at `/metrics`.
+//! Prometheus metrics at `/metrics`, kept with the `metrics` crate and rendered by
+//! `metrics-exporter-prometheus`.
+//!
+//! Each [`Metrics`] owns its recorder instead of installing a global one, so that
+//! several services in one process (the tests) each count only their own traffic.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Upper bounds of the detection latency buckets, in seconds.
-const BUCKETS: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 
-#[derive(Debug, Default)]
-struct Counters {
-    uploads: AtomicU64,
-    upload_bytes: AtomicU64,
-    jobs_done: AtomicU64,
-    jobs_failed: AtomicU64,
-    jobs_retried: AtomicU64,
-    detection_buckets: [AtomicU64; BUCKETS.len()],
-    detection_count: AtomicU64,
-    detection_micros: AtomicU64,
+/// Upper bounds of the latency buckets, in seconds.
+const DETECTION_BUCKETS: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const HTTP_BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0];
+/// How often histogram samples are folded into their buckets when nobody scrapes.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+struct Inner {
+    recorder: PrometheusRecorder,
+    uploads: Counter,
+    upload_bytes: Counter,
+    jobs_done: Counter,
+    jobs_failed: Counter,
+    jobs_retried: Counter,
+    retention_removed: Counter,
+    detection: Histogram,
+    queued: Gauge,
+    running: Gauge,
+    feed_clients: Gauge,
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct Metrics(Arc<Counters>);
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
 
 /// Values read at scrape time from elsewhere.
 pub struct Gauges {
@@ -30,112 +49,151 @@ pub struct Gauges {
     pub feed_clients: usize,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Metrics {
+    pub fn new() -> Self {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full("faces_detection_seconds".into()),
+                &DETECTION_BUCKETS,
+            )
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("faces_http_request_duration_seconds".into()),
+                    &HTTP_BUCKETS,
+                )
+            })
+            .expect("bucket lists are not empty")
+            .build_recorder();
+        let describe = |name: &'static str, unit: Option<Unit>, help: &'static str| {
+            // Describing is the same call for every kind of metric in this exporter.
+            recorder.describe_counter(KeyName::from(name), unit, help.into());
+        };
+        describe("faces_uploads_total", None, "Uploads accepted.");
+        describe(
+            "faces_upload_bytes_total",
+            Some(Unit::Bytes),
+            "Bytes of accepted uploads.",
+        );
+        describe("faces_jobs_done_total", None, "Jobs finished successfully.");
+        describe("faces_jobs_failed_total", None, "Jobs given up on.");
+        describe(
+            "faces_jobs_retried_total",
+            None,
+            "Job attempts that failed and were requeued.",
+        );
+        describe(
+            "faces_retention_removed_total",
+            None,
+            "Submissions removed by retention.",
+        );
+        describe(
+            "faces_detection_seconds",
+            Some(Unit::Seconds),
+            "Time the detector took per image.",
+        );
+        describe("faces_queue_jobs", None, "Jobs in the queue by state.");
+        describe("faces_feed_clients", None, "Connected live-feed clients.");
+        describe(
+            "faces_http_requests_total",
+            None,
+            "HTTP requests answered, by route, method and status.",
+        );
+        describe(
+            "faces_http_request_duration_seconds",
+            Some(Unit::Seconds),
+            "Time to answer HTTP requests, by route.",
+        );
+        let counter =
+            |name: &'static str| recorder.register_counter(&Key::from_name(name), &METADATA);
+        let queue = |state: &'static str| {
+            let key = Key::from_parts("faces_queue_jobs", vec![Label::new("state", state)]);
+            recorder.register_gauge(&key, &METADATA)
+        };
+        let inner = Inner {
+            uploads: counter("faces_uploads_total"),
+            upload_bytes: counter("faces_upload_bytes_total"),
+            jobs_done: counter("faces_jobs_done_total"),
+            jobs_failed: counter("faces_jobs_failed_total"),
+            jobs_retried: counter("faces_jobs_retried_total"),
+            retention_removed: counter("faces_retention_removed_total"),
+            detection: recorder
+                .register_histogram(&Key::from_name("faces_detection_seconds"), &METADATA),
+            queued: queue("queued"),
+            running: queue("running"),
+            feed_clients: recorder.register_gauge(&Key::from_name("faces_feed_clients"), &METADATA),
+            recorder,
+        };
+        Metrics(Arc::new(inner))
+    }
+
     pub fn upload(&self, bytes: u64) {
-        self.0.uploads.fetch_add(1, Ordering::Relaxed);
-        self.0.upload_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.0.uploads.increment(1);
+        self.0.upload_bytes.increment(bytes);
     }
     pub fn jobs_done(&self) {
-        self.0.jobs_done.fetch_add(1, Ordering::Relaxed);
+        self.0.jobs_done.increment(1);
     }
     pub fn jobs_failed(&self) {
-        self.0.jobs_failed.fetch_add(1, Ordering::Relaxed);
+        self.0.jobs_failed.increment(1);
     }
     pub fn jobs_retried(&self) {
-        self.0.jobs_retried.fetch_add(1, Ordering::Relaxed);
+        self.0.jobs_retried.increment(1);
+    }
+    pub fn retention_removed(&self, count: u64) {
+        self.0.retention_removed.increment(count);
     }
     pub fn detection_seconds(&self, took: Duration) {
-        let seconds = took.as_secs_f64();
-        for (bound, bucket) in BUCKETS.iter().zip(&self.0.detection_buckets) {
-            if seconds <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.0.detection_count.fetch_add(1, Ordering::Relaxed);
+        self.0.detection.record(took.as_secs_f64());
+    }
+
+    /// One answered request. `route` is the route's pattern, never the raw path, so
+    /// ids in URLs cannot grow the number of series without bound.
+    pub fn http_request(&self, route: &str, method: &str, status: u16, took: Duration) {
+        let labels = vec![
+            Label::new("route", route.to_owned()),
+            Label::new("method", method.to_owned()),
+            Label::new("status", status.to_string()),
+        ];
+        let key = Key::from_parts("faces_http_requests_total", labels);
         self.0
-            .detection_micros
-            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+            .recorder
+            .register_counter(&key, &METADATA)
+            .increment(1);
+        let key = Key::from_parts(
+            "faces_http_request_duration_seconds",
+            vec![Label::new("route", route.to_owned())],
+        );
+        self.0
+            .recorder
+            .register_histogram(&key, &METADATA)
+            .record(took.as_secs_f64());
+    }
+
+    /// Folds recorded histogram samples into buckets until `self` is the last handle.
+    pub async fn upkeep(self) {
+        let handle = self.0.recorder.handle();
+        let weak = Arc::downgrade(&self.0);
+        drop(self);
+        let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+        loop {
+            tick.tick().await;
+            if weak.strong_count() == 0 {
+                return;
+            }
+            handle.run_upkeep();
+        }
     }
 
     pub fn render(&self, gauges: &Gauges) -> String {
-        let c = &self.0;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, lines: &[(String, String)]| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (suffix, value) in lines {
-                let _ = writeln!(out, "{name}{suffix} {value}");
-            }
-        };
-        let one = |v: u64| vec![(String::new(), v.to_string())];
-        metric(
-            "faces_uploads_total",
-            "counter",
-            "Uploads accepted.",
-            &one(get(&c.uploads)),
-        );
-        metric(
-            "faces_upload_bytes_total",
-            "counter",
-            "Bytes of accepted uploads.",
-            &one(get(&c.upload_bytes)),
-        );
-        metric(
-            "faces_jobs_done_total",
-            "counter",
-            "Jobs finished successfully.",
-            &one(get(&c.jobs_done)),
-        );
-        metric(
-            "faces_jobs_failed_total",
-            "counter",
-            "Jobs given up on.",
-            &one(get(&c.jobs_failed)),
-        );
-        metric(
-            "faces_jobs_retried_total",
-            "counter",
-            "Job attempts that failed and were requeued.",
-            &one(get(&c.jobs_retried)),
-        );
-        metric(
-            "faces_queue_jobs",
-            "gauge",
-            "Jobs in the queue by state.",
-            &[
-                ("{state=\"queued\"}".into(), gauges.queued.to_string()),
-                ("{state=\"running\"}".into(), gauges.running.to_string()),
-            ],
-        );
-        metric(
-            "faces_feed_clients",
-            "gauge",
-            "Connected live-feed clients.",
-            &one(gauges.feed_clients as u64),
-        );
-        let mut histogram: Vec<(String, String)> = BUCKETS
-            .iter()
-            .zip(&c.detection_buckets)
-            .map(|(bound, bucket)| {
-                (
-                    format!("_bucket{{le=\"{bound}\"}}"),
-                    get(bucket).to_string(),
-                )
-            })
-            .collect();
-        let count = get(&c.detection_count);
-        histogram.push(("_bucket{le=\"+Inf\"}".into(), count.to_string()));
-        histogram.push((
-            "_sum".into(),
-            format!("{}", get(&c.detection_micros) as f64 / 1e6),
-        ));
-        histogram.push(("_count".into(), count.to_string()));
-        metric(
-            "faces_detection_seconds",
-            "histogram",
-            "Time the detector took per image.",
-            &histogram,
-        );
-        out
+        self.0.queued.set(gauges.queued as f64);
+        self.0.running.set(gauges.running as f64);
+        self.0.feed_clients.set(gauges.feed_clients as f64);
+        self.0.recorder.handle().render()
     }
 }

@@ -3,9 +3,11 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use faces_detect::Face;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Where a submission is: `queued` (also while waiting to retry), `processing`, `done` or `failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Queued,
@@ -36,14 +38,15 @@ impl Status {
 }
 
 /// A face as the API shows it: whole pixels of the upright image.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct FaceBox {
     pub x: i64,
     pub y: i64,
     pub width: i64,
     pub height: i64,
     pub score: f64,
-    /// Right eye, left eye, nose, right and left mouth corner.
+    /// Right eye, left eye, nose, right and left mouth corner, as `[x, y]`.
+    #[schema(value_type = Vec<Vec<i64>>)]
     pub landmarks: Vec<[i64; 2]>,
 }
 

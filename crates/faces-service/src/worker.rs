@@ -198,10 +198,19 @@ async fn attempt(
     };
     let detector = detector.clone();
     let metrics = state.metrics.clone();
-    let (width, height, faces, marked) =
-        tokio::task::spawn_blocking(move || detect(&detector, &original, &limits, &metrics))
-            .await
-            .map_err(JobError::transient)??;
+    // Bounds how many decoded images sit in memory at once, whatever the worker count.
+    let decoding = state
+        .decodes
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(JobError::transient)?;
+    let (width, height, faces, marked) = tokio::task::spawn_blocking(move || {
+        let _decoding = decoding;
+        detect(&detector, &original, &limits, &metrics)
+    })
+    .await
+    .map_err(JobError::transient)??;
     let processed_key = match marked {
         Some(jpeg) => {
             state

@@ -15,6 +15,21 @@ const PING_EVERY: Duration = Duration::from_secs(30);
 /// A client that cannot take a message within this long is dropped.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The live feed (WebSocket), or the gallery page without an upgrade.
+///
+/// One text message, a `Detection`, per photo in which faces were found. The API
+/// key may be given as `?api_key=`: browsers cannot set headers on WebSockets.
+#[utoipa::path(
+    get,
+    path = "/faces",
+    tag = "feed",
+    responses(
+        (status = 101, description = "WebSocket upgrade; each message is a Detection", body = crate::feed::Detection),
+        (status = 200, description = "The gallery page (no upgrade requested)", content_type = "text/html", body = String),
+        (status = 401, description = "API keys are configured and none valid was given", body = crate::api::openapi::ErrorBody),
+    ),
+    security((), ("bearer" = []), ("api_key_query" = []))
+)]
 pub async fn feed(
     State(state): State<Arc<AppState>>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,

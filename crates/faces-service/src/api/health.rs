@@ -9,12 +9,19 @@ use serde_json::json;
 use crate::app::AppState;
 use crate::metrics::Gauges;
 
-/// Liveness: the process answers.
+/// Liveness: the process answers. Also at `/healthcheck/`.
+#[utoipa::path(get, path = "/healthcheck", tag = "operations",
+    responses((status = 200, description = "Alive", content_type = "text/plain", body = String, example = "OK")))]
 pub async fn healthcheck() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "OK")
 }
 
 /// Readiness: the database answers and storage takes a write.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = crate::api::openapi::Readiness),
+        (status = 503, description = "The database or storage is unreachable", body = crate::api::openapi::Readiness),
+    ))]
 pub async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let database = state.db.check().await.map_err(|e| e.to_string());
     let storage = state.store.check().await.map_err(|e| e.to_string());
@@ -30,6 +37,12 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     )
 }
 
+/// Prometheus metrics.
+///
+/// Queue depth by state, jobs done/failed/retried, detection latency, uploads,
+/// feed clients, and HTTP requests by route and status.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let depth = state.db.queue_depth().await.unwrap_or_default();
     let body = state.metrics.render(&Gauges {

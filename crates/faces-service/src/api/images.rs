@@ -7,29 +7,38 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::submission::{timestamp, FaceBox, Submission};
+use crate::submission::{timestamp, FaceBox, Status, Submission};
 
 const DEFAULT_PAGE: i64 = 20;
 const MAX_PAGE: i64 = 100;
 
 /// A submission as `GET /image/<id>` shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SubmissionView {
     id: Uuid,
+    #[schema(value_type = Status)]
     status: &'static str,
+    #[schema(format = DateTime)]
     created_at: String,
+    /// When it was done or failed.
+    #[schema(format = DateTime)]
     processed_at: Option<String>,
     faces_count: Option<usize>,
     faces: Option<Vec<FaceBox>>,
+    /// The marked copy; `null` until done, and for photos without faces.
     image_url: Option<String>,
+    /// Why it failed.
     error: Option<String>,
     width: Option<i64>,
     height: Option<i64>,
+    /// Processing attempts so far.
     attempts: i64,
+    /// An earlier submission with identical bytes whose result was reused.
     duplicate_of: Option<Uuid>,
 }
 
@@ -54,6 +63,19 @@ impl SubmissionView {
     }
 }
 
+/// One submission: its status and, once done, the faces found.
+#[utoipa::path(
+    get,
+    path = "/image/{id}",
+    tag = "images",
+    params(("id" = Uuid, Path, description = "The id from the 202 answer")),
+    responses(
+        (status = 200, description = "The submission", body = SubmissionView),
+        (status = 401, description = "API keys are configured and none valid was given", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such submission", body = crate::api::openapi::ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
 pub async fn show(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -67,13 +89,29 @@ pub async fn show(
     )))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Page {
     images: Vec<SubmissionView>,
     /// Pass as `before` to get the next (older) page; `null` on the last page.
     next_before: Option<Uuid>,
 }
 
+/// Submissions, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/images",
+    tag = "images",
+    params(
+        ("limit" = Option<i64>, Query, description = "Page size, 1 to 100 (default 20)", minimum = 1, maximum = 100),
+        ("before" = Option<Uuid>, Query, description = "`next_before` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of submissions", body = Page),
+        (status = 400, description = "A bad `limit` or `before`", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "API keys are configured and none valid was given", body = crate::api::openapi::ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Query(query): Query<HashMap<String, String>>,

@@ -4,19 +4,26 @@ mod auth;
 mod feed;
 mod health;
 mod images;
+pub mod limits;
+pub mod openapi;
 mod page;
 mod processed;
 pub mod socketio;
 mod upload;
 
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, Method};
 use axum::middleware;
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -26,6 +33,13 @@ use crate::app::AppState;
 pub fn router(state: Arc<AppState>, socket_io: socketioxide::layer::SocketIoLayer) -> Router {
     // The upload handler counts bytes itself; the framework's 2 MB default must not cut in first.
     let body_limit = DefaultBodyLimit::max(state.config.max_upload_bytes as usize + 1024 * 1024);
+    let upload = match limits::upload_rate_limit(&state.config) {
+        Some(rate_limit) => post(upload::upload)
+            .layer::<_, Infallible>(body_limit)
+            .layer::<_, Infallible>(rate_limit),
+        None => post(upload::upload).layer(body_limit),
+    };
+    let body_timeout = Duration::from_secs(state.config.body_timeout_secs.max(1));
     Router::new()
         .route("/healthcheck", get(health::healthcheck))
         .route("/healthcheck/", get(health::healthcheck))
@@ -34,14 +48,8 @@ pub fn router(state: Arc<AppState>, socket_io: socketioxide::layer::SocketIoLaye
         .route("/", get(page::index))
         .route("/static/app.js", get(page::app_js))
         .route("/static/style.css", get(page::style_css))
-        .route(
-            "/image",
-            post(upload::upload).layer(body_limit).get(page::index),
-        )
-        .route(
-            "/image/",
-            post(upload::upload).layer(body_limit).get(page::index),
-        )
+        .route("/image", upload.clone().get(page::index))
+        .route("/image/", upload.get(page::index))
         .route("/image/{id}", get(images::show))
         .route("/images", get(images::list))
         .route("/faces", get(feed::feed))
@@ -49,8 +57,11 @@ pub fn router(state: Arc<AppState>, socket_io: socketioxide::layer::SocketIoLaye
             "/static/processed_faces/{aa}/{bb}/{file}",
             get(processed::serve),
         )
+        .merge(openapi::routes())
         .fallback(|| async { crate::error::ApiError::not_found() })
         .layer(socket_io)
+        .layer(middleware::from_fn_with_state(state.clone(), count_request))
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
@@ -65,6 +76,29 @@ pub fn router(state: Arc<AppState>, socket_io: socketioxide::layer::SocketIoLaye
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
         .with_state(state)
+}
+
+/// Counts each answered request by route pattern and status for `/metrics`.
+async fn count_request(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = match request.extensions().get::<MatchedPath>() {
+        Some(path) => path.as_str().to_owned(),
+        None if request.uri().path().starts_with("/socket.io") => "/socket.io/".to_owned(),
+        None => "unmatched".to_owned(),
+    };
+    let method = request.method().clone();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    state.metrics.http_request(
+        &route,
+        method.as_str(),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
 }
 
 /// Cross-origin access for the listed origins only (none by default).

@@ -14,6 +14,27 @@ use crate::store::{processed_key, StoreError};
 /// How long a redirect to the object store stays valid.
 const PRESIGNED_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// A marked copy (JPEG), as linked by `image_url`.
+///
+/// Immutable: served with an ETag and a year's caching, or redirected to the
+/// object store when so configured.
+#[utoipa::path(
+    get,
+    path = "/static/processed_faces/{aa}/{bb}/{file}",
+    tag = "images",
+    params(
+        ("aa" = String, Path, description = "First two hex digits of the id"),
+        ("bb" = String, Path, description = "Next two hex digits of the id"),
+        ("file" = String, Path, description = "`<id>.jpg`"),
+    ),
+    responses(
+        (status = 200, description = "The marked JPEG", content_type = "image/jpeg", body = Vec<u8>),
+        (status = 304, description = "Not modified (If-None-Match)"),
+        (status = 307, description = "Redirect to a presigned object-store URL (`--images-redirect`)"),
+        (status = 404, description = "No such image", body = crate::api::openapi::ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
 pub async fn serve(
     State(state): State<Arc<AppState>>,
     Path((aa, bb, file)): Path<(String, String, String)>,

@@ -15,6 +15,7 @@ use faces_detect::{guess_format, probe, DecodeLimits, DetectError, ImageFormat};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::app::AppState;
@@ -28,11 +29,16 @@ const FILE_FIELDS: [&str; 2] = ["image", "file"];
 const HEADER_PREFIX: u64 = 4 * 1024 * 1024;
 
 /// The 202 body, fields in SPEC order.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Accepted {
+    #[schema(example = "Request accepted. Starting image processing.")]
     message: &'static str,
+    /// The live feed's WebSocket URL.
+    #[schema(example = "ws://localhost:8282/faces")]
     feed_url: String,
     id: Uuid,
+    /// Where to read this submission's status and result.
+    #[schema(example = "http://localhost:8282/image/7246f927-94a4-4225-9a56-b52bab894ad0")]
     status_url: String,
 }
 
@@ -53,7 +59,34 @@ struct Received {
     sha256: String,
 }
 
+/// Submit a photo (also at `POST /image`).
+///
+/// It is stored and queued before the answer; the result comes on the feed and at
+/// `status_url`. A browser's plain form post (`Accept: text/html`) gets a redirect
+/// to `/` or an HTML error page instead.
+#[utoipa::path(
+    post,
+    path = "/image/",
+    tag = "images",
+    request_body(content = crate::api::openapi::UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 202, description = "Accepted and queued", body = Accepted),
+        (status = 400, description = "No file, an empty file, not a file, not a valid image, an extension not allowed, or too many pixels", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "API keys are configured and none valid was given", body = crate::api::openapi::ErrorBody),
+        (status = 413, description = "Over the byte limit", body = crate::api::openapi::ErrorBody),
+        (status = 415, description = "Not multipart/form-data", body = crate::api::openapi::ErrorBody),
+        (status = 429, description = "Too many uploads from this address", body = crate::api::openapi::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "This node is receiving too many uploads at once", body = crate::api::openapi::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ),
+    security((), ("bearer" = []))
+)]
 pub async fn upload(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    // Held until the answer: bounds the temp files and sockets uploads tie up.
+    let Ok(_streaming) = state.uploads.clone().try_acquire_owned() else {
+        return super::limits::too_many_uploads();
+    };
     let html = wants_html(request.headers());
     match accept(&state, request).await {
         // A form posted without JavaScript gets pages, not JSON.
@@ -173,7 +206,13 @@ async fn receive(
     limit: u64,
 ) -> Result<Received, ApiError> {
     let malformed = |error: axum::extract::multipart::MultipartError| {
-        if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        if timed_out(&error) {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "image",
+                "The upload stalled and was given up on. Please try again.",
+            )
+        } else if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "image",
@@ -226,6 +265,18 @@ async fn receive(
     } else {
         messages::NO_FILE
     }))
+}
+
+/// Whether the body stopped arriving for longer than the body timeout.
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(error) = source {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// SPEC order: (1) an image at all? (2) extension allowed? (3) bytes of that

@@ -1,0 +1,119 @@
+//! Protection of the upload path: a per-address rate limit and a cap on uploads
+//! streamed at once. Both answer in the SPEC's JSON shape with `Retry-After`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderName, Request, Response, StatusCode};
+use axum::response::IntoResponse;
+use governor::middleware::NoOpMiddleware;
+use tower_governor::governor::{GovernorConfig, GovernorConfigBuilder};
+use tower_governor::key_extractor::KeyExtractor;
+use tower_governor::{GovernorError, GovernorLayer};
+
+use crate::config::Config;
+use crate::error::ApiError;
+
+/// How often addresses that are back to a full allowance are forgotten.
+const FORGET_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The address uploads are counted against: the peer, or the last entry a trusted
+/// proxy wrote into its header (entries before it come from the client and can be forged).
+#[derive(Debug, Clone)]
+pub struct ClientAddress {
+    trusted_header: Option<HeaderName>,
+}
+
+impl ClientAddress {
+    pub fn new(trusted_header: Option<&str>) -> Self {
+        Self {
+            trusted_header: trusted_header.and_then(|name| HeaderName::try_from(name).ok()),
+        }
+    }
+
+    pub fn of<T>(&self, request: &Request<T>) -> Option<IpAddr> {
+        let from_proxy = self.trusted_header.as_ref().and_then(|name| {
+            let value = request.headers().get_all(name).iter().next_back()?;
+            let last = value.to_str().ok()?.rsplit(',').next()?.trim();
+            // `X-Forwarded-For` holds bare addresses; some proxies add a port.
+            last.parse::<IpAddr>()
+                .ok()
+                .or_else(|| last.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        });
+        from_proxy.or_else(|| {
+            request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|info| info.0.ip())
+        })
+    }
+}
+
+impl KeyExtractor for ClientAddress {
+    type Key = IpAddr;
+
+    fn extract<T>(&self, request: &Request<T>) -> Result<IpAddr, GovernorError> {
+        self.of(request).ok_or(GovernorError::UnableToExtractKey)
+    }
+}
+
+type UploadLimiter = GovernorLayer<ClientAddress, NoOpMiddleware, Body>;
+
+/// The upload rate limit, or `None` when configured off (`--rate-limit-per-minute 0`).
+pub fn upload_rate_limit(config: &Config) -> Option<UploadLimiter> {
+    if config.rate_limit_per_minute == 0 {
+        return None;
+    }
+    let period = Duration::from_secs(60) / config.rate_limit_per_minute;
+    let governor: Arc<GovernorConfig<ClientAddress, NoOpMiddleware>> = Arc::new(
+        GovernorConfigBuilder::default()
+            .period(period.max(Duration::from_nanos(1)))
+            .burst_size(config.rate_limit_burst.max(1))
+            .key_extractor(ClientAddress::new(config.trusted_proxy_header.as_deref()))
+            .finish()?,
+    );
+    tokio::spawn(forget_idle_addresses(Arc::downgrade(&governor)));
+    Some(
+        GovernorLayer::new(governor).error_handler(|error| match error {
+            GovernorError::TooManyRequests { wait_time, .. } => {
+                let seconds = wait_time.max(1);
+                let mut error = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "image",
+                    format!("Too many uploads from your address. Try again in {seconds} seconds."),
+                );
+                error.retry_after = Some(seconds);
+                error.into_response()
+            }
+            other => ApiError::internal(other).into_response(),
+        }),
+    )
+}
+
+/// Keeps the limiter's memory to the addresses seen recently; ends with the router.
+async fn forget_idle_addresses(governor: Weak<GovernorConfig<ClientAddress, NoOpMiddleware>>) {
+    let mut tick = tokio::time::interval(FORGET_INTERVAL);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(governor) = governor.upgrade() else {
+            return;
+        };
+        governor.limiter().retain_recent();
+        governor.limiter().shrink_to_fit();
+    }
+}
+
+/// The answer when this node already streams its maximum of uploads.
+pub fn too_many_uploads() -> Response<Body> {
+    let mut error = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "image",
+        "The server is receiving too many uploads right now. Please try again shortly.",
+    );
+    error.retry_after = Some(1);
+    error.into_response()
+}
