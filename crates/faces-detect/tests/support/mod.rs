@@ -1,0 +1,2 @@
+//! Shared by the fuzz tests.
+pub mod mutate;
