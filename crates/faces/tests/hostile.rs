@@ -6,15 +6,12 @@
 //! The tests run one at a time (they share two CPU cores and measure latency), each
 //! against its own server process.
 //!
-//! Timeouts: `--header-timeout-secs` / `--body-timeout-secs` (FACES_HEADER_TIMEOUT_SECS,
-//! FACES_BODY_TIMEOUT_SECS) are passed only when `faces serve --help` lists them; the
-//! assertions that need them are marked `[needs timeout flags]` and are skipped, with a
-//! line on stderr, on a binary without them.
+//! The per-address upload rate limit is off (`--rate-limit-per-minute 0`): these tests
+//! are about what the server survives, not about throttling.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -39,7 +36,7 @@ const MAX_PIXELS_TEXT: &str = "100.0 megapixels";
 const RSS_LIMIT_KIB: u64 = 512 * 1024;
 /// How fast `/healthcheck` must answer while under attack.
 const HEALTHY_WITHIN: Duration = Duration::from_secs(1);
-/// The header and body timeouts passed to a binary that has the flags.
+/// The header and body timeouts the server is started with.
 const HEADER_TIMEOUT_SECS: u64 = 2;
 const BODY_TIMEOUT_SECS: u64 = 2;
 /// Slack on top of a timeout before a still-open connection counts as a failure.
@@ -47,23 +44,6 @@ const TIMEOUT_SLACK: Duration = Duration::from_secs(3);
 
 fn edge_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/edge")
-}
-
-/// Whether `faces serve` has a flag (the timeout flags are landing on main).
-fn serve_has_flag(flag: &str) -> bool {
-    static HELP: OnceLock<String> = OnceLock::new();
-    HELP.get_or_init(|| {
-        let output = Command::new(env!("CARGO_BIN_EXE_faces"))
-            .args(["serve", "--help"])
-            .output()
-            .expect("faces serve --help runs");
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    })
-    .contains(flag)
-}
-
-fn timeout_flags() -> bool {
-    serve_has_flag("--header-timeout-secs") && serve_has_flag("--body-timeout-secs")
 }
 
 /// A `faces serve` process on a free port with its own data dir; killed when dropped.
@@ -85,6 +65,7 @@ impl Server {
             .arg("--data-dir")
             .arg(temp.path())
             .args(["--public-url", &base, "--max-pixels", MAX_PIXELS])
+            .args(["--rate-limit-per-minute", "0"])
             .args(extra)
             .env("FACES_LOG", "warn")
             .stdout(Stdio::null())
@@ -889,31 +870,22 @@ async fn slow_client(
 }
 
 /// Slowloris: 200 connections trickle a request head a byte a second. `/healthcheck`
-/// keeps answering promptly, and [needs timeout flags] the server closes each slow
-/// connection soon after its header (or body) timeout.
+/// keeps answering promptly, and the server closes each slow connection soon after
+/// its header timeout, and a stalled upload body soon after its body timeout.
 #[tokio::test]
 async fn slowloris_does_not_starve_the_server() {
     let _serial = SERIAL.lock().await;
     let started = Instant::now();
-    let flags = timeout_flags();
     let header_timeout = HEADER_TIMEOUT_SECS.to_string();
     let body_timeout = BODY_TIMEOUT_SECS.to_string();
-    let mut server = if flags {
-        Server::start(&[
-            "--header-timeout-secs",
-            &header_timeout,
-            "--body-timeout-secs",
-            &body_timeout,
-        ])
-        .await
-    } else {
-        eprintln!(
-            "NOTE: this faces binary has no --header-timeout-secs/--body-timeout-secs; \
-             the [needs timeout flags] assertions are skipped"
-        );
-        Server::start(&[]).await
-    };
-    // Without the flags nothing would close them: give up after a while, and report.
+    let mut server = Server::start(&[
+        "--header-timeout-secs",
+        &header_timeout,
+        "--body-timeout-secs",
+        &body_timeout,
+    ])
+    .await;
+    // Give up on a connection the server never closes after a while, and report it.
     let give_up = Duration::from_secs(HEADER_TIMEOUT_SECS) + TIMEOUT_SLACK + Duration::from_secs(2);
     const SLOW: usize = 200;
     let (opened_tx, mut opened) = mpsc::unbounded_channel();
@@ -984,26 +956,22 @@ async fn slowloris_does_not_starve_the_server() {
          idle-body upload closed after {body_closed:?}, answered {:?}",
         parse_response(&body_response)
     );
-    if flags {
-        // [needs timeout flags] every slow head is cut off near the header timeout.
-        let limit = Duration::from_secs(HEADER_TIMEOUT_SECS) + TIMEOUT_SLACK;
-        assert_eq!(open, 0, "slow connections left open");
-        assert!(
-            slowest.unwrap() <= limit,
-            "slowest close {slowest:?}, limit {limit:?}"
-        );
-        // [needs timeout flags] an upload whose body stops is ended near the body timeout,
-        // with a 4xx if anything.
-        let body_limit = Duration::from_secs(BODY_TIMEOUT_SECS) + TIMEOUT_SLACK;
-        assert!(
-            body_closed.is_some_and(|t| t <= body_limit),
-            "idle body closed after {body_closed:?}, limit {body_limit:?}"
-        );
-        if let Some((status, body)) = parse_response(&body_response) {
-            assert!((400..500).contains(&status), "idle body: {status} {body}");
-        }
-    } else {
-        eprintln!("NOTE: [needs timeout flags] assertions skipped");
+    // Every slow head is cut off near the header timeout.
+    let limit = Duration::from_secs(HEADER_TIMEOUT_SECS) + TIMEOUT_SLACK;
+    assert_eq!(open, 0, "slow connections left open");
+    assert!(
+        slowest.unwrap() <= limit,
+        "slowest close {slowest:?}, limit {limit:?}"
+    );
+    // An upload whose body stops is ended near the body timeout,
+    // with a 4xx if anything.
+    let body_limit = Duration::from_secs(BODY_TIMEOUT_SECS) + TIMEOUT_SLACK;
+    assert!(
+        body_closed.is_some_and(|t| t <= body_limit),
+        "idle body closed after {body_closed:?}, limit {body_limit:?}"
+    );
+    if let Some((status, body)) = parse_response(&body_response) {
+        assert!((400..500).contains(&status), "idle body: {status} {body}");
     }
     server.assert_healthy("the slowloris connections").await;
     eprintln!("slowloris: {:.1?}", started.elapsed());
