@@ -76,6 +76,9 @@ async fn start(extra: &[&str]) -> Server {
             &port.to_string(),
             "--public-url",
             &base,
+            // One client sends everything: measure the service, not the limiter.
+            "--rate-limit-per-minute",
+            "0",
         ])
         .arg("--data-dir")
         .arg(data.path())

@@ -41,6 +41,8 @@ enum Command {
     },
     /// Find faces in image files or folders; one JSON line per image on stdout.
     Detect(detect::DetectArgs),
+    /// Print the OpenAPI document (as served at `/openapi.json`).
+    Openapi,
     /// Measure speed (see the README's benchmark section).
     #[command(subcommand)]
     Bench(Bench),
@@ -68,6 +70,7 @@ fn main() -> ExitCode {
         }
         Some(Command::Worker { config }) => service(config, Role::Worker),
         Some(Command::Migrate { config }) => migrate(config),
+        Some(Command::Openapi) => openapi(),
         None => service(Config::embedded_defaults(), Role::Serve),
     };
     match result {
@@ -99,6 +102,12 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn service(config: Config, role: Role) -> anyhow::Result<bool> {
     init_logging();
     runtime()?.block_on(faces_service::run(config, role))?;
+    Ok(true)
+}
+
+fn openapi() -> anyhow::Result<bool> {
+    use faces_service::api::openapi::{ApiDoc, OpenApi};
+    println!("{}", ApiDoc::openapi().to_pretty_json()?);
     Ok(true)
 }
 

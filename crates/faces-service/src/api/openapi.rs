@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+pub use utoipa::OpenApi;
+use utoipa::{Modify, ToSchema};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::app::AppState;
