@@ -209,6 +209,42 @@ describe('web page in Chromium', () => {
   });
 });
 
+describe('a server started with API keys', () => {
+  test('the page asks for the key once, then uploads, shows and streams with it', async (t) => {
+    const KEY = 'page-test-key';
+    const keyed = await startFaces({ extraArgs: ['--api-key', KEY] });
+    t.after(() => keyed.stop());
+    const { page, pageErrors, close } = await launch({ viewport: { width: 1280, height: 900 } });
+    t.after(close);
+
+    await page.goto(`${keyed.url}/`, { waitUntil: 'domcontentloaded' });
+    // The recent-results request is refused, so the page asks for a key.
+    const keyForm = page.locator('#key-form');
+    await keyForm.waitFor({ state: 'visible' });
+    await page.locator('#key-input').fill(KEY);
+    await page.locator('#key-form button[type="submit"]').click();
+    await keyForm.waitFor({ state: 'hidden' });
+    // The feed reconnects with the key.
+    await page.locator('#feed-status', { hasText: /^live$/ }).waitFor({ state: 'visible' });
+
+    const ok = await uploadViaInput(page, TWO_PEOPLE);
+    assert.equal(ok.status, 202, `upload answered ${ok.status} ${JSON.stringify(ok.body)}`);
+    const card = page.locator(`#gallery .card[data-id="${ok.body.id}"]`);
+    await card.locator('.count', { hasText: /^2 faces$/ }).waitFor({ state: 'visible' });
+    // The marked image itself is protected; it loads because the page adds the key.
+    await waitImagesLoaded(page, `#gallery .card[data-id="${ok.body.id}"] img`);
+
+    // Without the key the same API refuses: the key really was needed.
+    const bare = await fetch(`${keyed.url}/image/${ok.body.id}`);
+    assert.equal(bare.status, 401);
+    // A reload remembers the key: no prompt, and the card is there.
+    await page.reload({ waitUntil: 'domcontentloaded' });
+    await card.waitFor({ state: 'visible' });
+    assert.equal(await keyForm.isHidden(), true);
+    assert.deepEqual(pageErrors.map(String), [], 'uncaught errors in the page');
+  });
+});
+
 describe('no-JavaScript form post over HTTP', () => {
   test('accepted upload with Accept: text/html answers 303 to /', async () => {
     const r = await uploadFile(server.url, 'known_counts/fr_two_people.jpg', {

@@ -47,6 +47,39 @@ function longTime(iso) {
   return Number.isNaN(d.getTime()) ? '' : d.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
 }
 
+// ---------- API key (only when the server was started with keys) ----------
+
+// Kept in this browser's localStorage; sent as a bearer token, and as ?api_key=
+// where a browser cannot set headers (<img>, WebSocket).
+const KEY_ITEM = 'faces.apiKey';
+const keyForm = $('key-form');
+const keyInput = $('key-input');
+const apiKey = () => localStorage.getItem(KEY_ITEM) || '';
+const authHeaders = () => (apiKey() ? { Authorization: `Bearer ${apiKey()}` } : {});
+
+function withKey(url) {
+  if (!apiKey()) return url;
+  const u = new URL(url, location.href);
+  u.searchParams.set('api_key', apiKey());
+  return u.href;
+}
+
+function askForKey() {
+  if (!keyForm.hidden) return;
+  keyForm.hidden = false;
+  keyInput.focus();
+}
+
+keyForm.addEventListener('submit', (e) => {
+  e.preventDefault();
+  localStorage.setItem(KEY_ITEM, keyInput.value.trim());
+  keyInput.value = '';
+  keyForm.hidden = true;
+  errorsBox.replaceChildren();
+  loadRecent();
+  if (feed) feed.close(); // reconnects with the key
+});
+
 // image_url is built from the server's configured public URL (default
 // http://localhost:8282). If the page was opened under another host name that
 // URL may not resolve here, so on error retry the same path on this origin.
@@ -54,9 +87,9 @@ function setImageSrc(img, url) {
   img.onerror = () => {
     img.onerror = null; // one retry only
     const u = new URL(url, location.href);
-    if (u.origin !== location.origin) img.src = u.pathname + u.search;
+    if (u.origin !== location.origin) img.src = withKey(u.pathname + u.search);
   };
-  img.src = url;
+  img.src = withKey(url);
 }
 
 // Error bodies look like {"image": ["sentence", ...]}; accept plain strings too.
@@ -118,6 +151,7 @@ function upload({ file, row }) {
     body.append('image', file, file.name);
     xhr.open('POST', '/image/');
     xhr.setRequestHeader('Accept', 'application/json');
+    for (const [name, value] of Object.entries(authHeaders())) xhr.setRequestHeader(name, value);
     xhr.upload.onprogress = (e) => {
       if (e.lengthComputable) { row.bar.max = e.total; row.bar.value = e.loaded; }
     };
@@ -143,6 +177,7 @@ function handleResponse(row, xhr) {
     else poll(data.id, 0);
     return;
   }
+  if (xhr.status === 401) askForKey();
   let msgs = messagesFrom(data);
   if (!msgs.length) msgs = [`Upload failed (HTTP ${xhr.status}${xhr.statusText ? ` ${xhr.statusText}` : ''}).`];
   const retry = xhr.status === 429 && xhr.getResponseHeader('Retry-After');
@@ -168,7 +203,7 @@ async function poll(id, attempt) {
   }
   let sub = null;
   try {
-    const r = await fetch(`/image/${encodeURIComponent(id)}`, { headers: { Accept: 'application/json' }, cache: 'no-store' });
+    const r = await fetch(`/image/${encodeURIComponent(id)}`, { headers: { Accept: 'application/json', ...authHeaders() }, cache: 'no-store' });
     if (r.ok) sub = await r.json();
   } catch { /* transient; try again */ }
   if (!pending.has(id)) return;
@@ -282,7 +317,8 @@ function addCard(d) {
 
 async function loadRecent() {
   try {
-    const r = await fetch(RECENT_URL, { headers: { Accept: 'application/json' }, cache: 'no-store' });
+    const r = await fetch(RECENT_URL, { headers: { Accept: 'application/json', ...authHeaders() }, cache: 'no-store' });
+    if (r.status === 401) askForKey();
     if (!r.ok) throw new Error(`HTTP ${r.status}`);
     const body = await r.json();
     for (const item of body.images || []) addCard(item);
@@ -301,8 +337,11 @@ function setFeed(state) {
   feedStatus.textContent = state === 'live' ? 'live' : state === 'connecting' ? 'connecting…' : 'reconnecting…';
 }
 
+let feed = null; // the open WebSocket, if any
+
 function connect() {
-  const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/faces`);
+  const ws = new WebSocket(withKey(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/faces`));
+  feed = ws;
   ws.onopen = () => {
     setFeed('live');
     retryDelay = 1000;
@@ -383,7 +422,7 @@ function openViewer(id) {
   const time = $('viewer-time');
   time.textContent = longTime(iso);
   time.dateTime = iso;
-  $('viewer-link').href = shown.image_url;
+  $('viewer-link').href = withKey(shown.image_url);
   viewerImg.alt = `Processed photo with ${countText(n)} marked`;
   viewerImg.removeAttribute('src'); // no flash of the previous photo at full size
   viewerImg.removeAttribute('style');
