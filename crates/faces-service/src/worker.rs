@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::app::AppState;
 use crate::db::ClaimedJob;
-use crate::store::processed_key;
+use crate::store::{processed_key, StoreError};
 use crate::submission::{FaceBox, Outcome};
 
 /// How long an idle worker sleeps before looking at the queue again when nobody wakes it.
@@ -167,25 +167,33 @@ async fn attempt(
         .await
         .map_err(JobError::transient)?;
     if let Some(earlier) = earlier {
-        let processed_key = match &earlier.processed_key {
-            Some(from) => {
-                state
-                    .store
-                    .copy(from, &target)
-                    .await
-                    .map_err(JobError::transient)?;
-                Some(target)
-            }
-            None => None,
+        let copied = match &earlier.processed_key {
+            Some(from) => state
+                .store
+                .copy(from, &target)
+                .await
+                .map(|()| Some(target.clone())),
+            None => Ok(None),
         };
-        return Ok(Outcome {
-            processed_at: Utc::now(),
-            width: earlier.width.unwrap_or_default(),
-            height: earlier.height.unwrap_or_default(),
-            faces: earlier.faces.clone().unwrap_or_default(),
-            processed_key,
-            duplicate_of: Some(earlier.id),
-        });
+        match copied {
+            Ok(processed_key) => {
+                return Ok(Outcome {
+                    processed_at: Utc::now(),
+                    width: earlier.width.unwrap_or_default(),
+                    height: earlier.height.unwrap_or_default(),
+                    faces: earlier.faces.clone().unwrap_or_default(),
+                    processed_key,
+                    duplicate_of: Some(earlier.id),
+                })
+            }
+            // Its marked copy is gone (removed by retention or by hand): retrying
+            // cannot bring it back, so detect afresh.
+            Err(StoreError::NotFound(key)) => {
+                tracing::info!(id = %submission.id, earlier = %earlier.id, %key,
+                    "the earlier result's image is gone; detecting again")
+            }
+            Err(error) => return Err(JobError::transient(error)),
+        }
     }
 
     let original = state

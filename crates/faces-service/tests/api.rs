@@ -378,6 +378,31 @@ async fn identical_bytes_are_not_detected_twice() {
 }
 
 #[tokio::test]
+async fn a_duplicate_whose_earlier_marked_copy_is_gone_is_detected_afresh() {
+    let app = TestApp::start_with(|c| c.workers = 1).await;
+    let first = app.upload("known_counts/fr_kit_with_rose.jpg").await;
+    let first_record = app.wait_processed(&first).await;
+    // The earlier marked copy disappears (an operator, or a retention sweep in between).
+    let url = first_record["image_url"].as_str().unwrap();
+    let key = url.split("/static/").nth(1).unwrap();
+    app.store().await.delete(key).await.unwrap();
+
+    let second = app.upload("known_counts/fr_kit_with_rose.jpg").await;
+    let second_record = app.wait_processed(&second).await;
+    assert_eq!(second_record["status"], "done", "{second_record}");
+    assert_eq!(second_record["attempts"], 1, "no retries: {second_record}");
+    assert_eq!(second_record["duplicate_of"], Value::Null);
+    assert_eq!(second_record["faces"], first_record["faces"]);
+    let image = app
+        .http
+        .get(second_record["image_url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(image.status(), 200);
+}
+
+#[tokio::test]
 async fn a_failing_job_is_retried_then_succeeds() {
     // An API-only node accepts; then the original goes missing (a storage hiccup).
     let mut api = TestApp::start_with(|c| c.workers = 0).await;
