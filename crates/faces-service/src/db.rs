@@ -29,6 +29,9 @@ const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[(
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
+/// The PostgreSQL channel that carries the ids of finished submissions.
+pub const EVENTS_CHANNEL: &str = "faces_events";
+
 /// Job transitions allowed only to the lease holder ($1 submission id, $2 lease token).
 const FINISH_DONE: &str =
     "UPDATE jobs SET state = 'done', lease_until = NULL WHERE submission_id = $1 AND lease_token = $2 AND state = 'running'";
@@ -309,17 +312,19 @@ impl Db {
     }
 
     /// Runs `job_update` and, only if it matched (the caller still holds the lease),
-    /// `submission_update`, in one transaction. Returns whether it did.
+    /// the `then` statements, in one transaction. Returns whether it did.
     async fn fenced<'q>(
         &self,
         job_update: AnyQuery<'q>,
-        submission_update: AnyQuery<'q>,
+        then: Vec<AnyQuery<'q>>,
     ) -> sqlx::Result<bool> {
         let mut tx = self.pool.begin().await?;
         if job_update.execute(&mut *tx).await?.rows_affected() != 1 {
             return Ok(false);
         }
-        submission_update.execute(&mut *tx).await?;
+        for statement in then {
+            statement.execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         Ok(true)
     }
@@ -338,7 +343,18 @@ impl Db {
         .bind(faces)
         .bind(outcome.duplicate_of.map(|id| id.to_string()))
         .bind(job.submission_id.to_string());
-        self.fenced(Self::held(FINISH_DONE, job), submission).await
+        // On PostgreSQL the event is part of the transaction: it reaches every
+        // listening node exactly when, and only if, the result is committed.
+        let event = (self.dialect == Dialect::Postgres).then(|| {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(EVENTS_CHANNEL)
+                .bind(job.submission_id.to_string())
+        });
+        self.fenced(
+            Self::held(FINISH_DONE, job),
+            std::iter::once(submission).chain(event).collect(),
+        )
+        .await
     }
 
     pub async fn fail_job(&self, job: &ClaimedJob, error: &str) -> sqlx::Result<bool> {
@@ -348,7 +364,7 @@ impl Db {
         .bind(micros(Utc::now()))
         .bind(error.to_owned())
         .bind(job.submission_id.to_string());
-        self.fenced(Self::held(FINISH_FAILED, job), submission)
+        self.fenced(Self::held(FINISH_FAILED, job), vec![submission])
             .await
     }
 
@@ -364,7 +380,7 @@ impl Db {
             .bind(error.to_owned());
         let submission = sqlx::query("UPDATE submissions SET status = 'queued' WHERE id = $1")
             .bind(job.submission_id.to_string());
-        self.fenced(requeue, submission).await
+        self.fenced(requeue, vec![submission]).await
     }
 
     /// PostgreSQL `NOTIFY` (no-op on SQLite, where there is one process).

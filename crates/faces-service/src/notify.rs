@@ -18,7 +18,7 @@ use crate::db::Dialect;
 use crate::feed::Detection;
 use crate::submission::{timestamp, Submission};
 
-const EVENTS: &str = "faces_events";
+const EVENTS: &str = crate::db::EVENTS_CHANNEL;
 const JOBS: &str = "faces_jobs";
 
 /// The feed message for a finished submission, if it has a marked copy (at least one face).
@@ -55,15 +55,13 @@ async fn publish_local(state: &AppState, id: Uuid) {
     }
 }
 
-/// Announces a finished submission to every feed client of every node.
+/// Announces a submission just committed as done to every feed client. On
+/// PostgreSQL the commit itself sent the `NOTIFY` (see `Db::complete_job`), so a
+/// worker dying right after its commit cannot lose the event; every API node's
+/// listener, this one's included, publishes it.
 pub async fn announce(state: &AppState, id: Uuid) {
-    match state.db.dialect() {
-        Dialect::Sqlite => publish_local(state, id).await,
-        Dialect::Postgres => {
-            if let Err(error) = state.db.notify(EVENTS, &id.to_string()).await {
-                tracing::warn!(%id, %error, "could not notify other nodes");
-            }
-        }
+    if state.db.dialect() == Dialect::Sqlite {
+        publish_local(state, id).await;
     }
 }
 
