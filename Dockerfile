@@ -14,6 +14,6 @@ USER faces
 WORKDIR /data
 ENV FACES_DATA_DIR=/data FACES_HOST=0.0.0.0 FACES_PORT=8282
 EXPOSE 8282
-HEALTHCHECK CMD ["/bin/sh", "-c", "exec 3<>/dev/tcp/127.0.0.1/8282 && printf 'GET /healthcheck HTTP/1.0\\r\\n\\r\\n' >&3 && grep -q OK <&3"]
+HEALTHCHECK CMD ["/bin/bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8282 && printf 'GET /healthcheck HTTP/1.0\\r\\n\\r\\n' >&3 && grep -q OK <&3"]
 ENTRYPOINT ["faces"]
 CMD ["serve"]
