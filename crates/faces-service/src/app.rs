@@ -69,6 +69,7 @@ impl App {
     /// Opens storage and database (migrating it), binds the port and starts
     /// `config.workers` workers.
     pub async fn start(config: Config, role: Role) -> anyhow::Result<App> {
+        api::limits::ClientAddress::new(config.trusted_proxy_header.as_deref())?;
         tokio::fs::create_dir_all(&config.data_dir)
             .await
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
@@ -134,6 +135,7 @@ impl App {
                 listener,
                 router,
                 header_timeout,
+                state.config.max_connections,
                 shutdown_rx.clone(),
             ))
         });
@@ -161,6 +163,7 @@ impl App {
             // A client holding a request open (a Socket.IO long poll) must not stall shutdown.
             if tokio::time::timeout(HTTP_GRACE, &mut server).await.is_err() {
                 tracing::warn!("open HTTP requests at shutdown; closing them");
+                // Dropping the accept loop aborts the connections it still holds.
                 server.abort();
             }
         }

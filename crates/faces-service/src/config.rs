@@ -119,6 +119,10 @@ pub struct Config {
     /// Seconds a client has to send a request's headers; slower connections are closed.
     #[arg(long, env = "FACES_HEADER_TIMEOUT_SECS", default_value_t = 10)]
     pub header_timeout_secs: u64,
+    /// HTTP connections served at once; beyond it new ones wait to be accepted.
+    /// (A WebSocket leaves this count once upgraded.)
+    #[arg(long, env = "FACES_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
     /// Seconds an upload's body may stall between chunks before the request is dropped.
     #[arg(long, env = "FACES_BODY_TIMEOUT_SECS", default_value_t = 30)]
     pub body_timeout_secs: u64,

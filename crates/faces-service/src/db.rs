@@ -229,7 +229,8 @@ impl Db {
         rows.iter().map(submission_from_row).collect()
     }
 
-    /// An earlier finished submission with the same bytes, whose result can be reused.
+    /// The newest finished submission with the same bytes, whose result can be reused
+    /// (the newest, as retention removes the oldest first).
     pub async fn done_with_hash(
         &self,
         hash: &str,
@@ -238,7 +239,7 @@ impl Db {
         let sql = format!(
             "SELECT {SUBMISSION_COLUMNS} FROM submissions s LEFT JOIN jobs j ON j.submission_id = s.id \
              WHERE s.content_hash = $1 AND s.status = 'done' AND s.id <> $2 \
-             ORDER BY s.created_at LIMIT 1"
+             ORDER BY s.created_at DESC LIMIT 1"
         );
         let row = sqlx::query(&sql)
             .bind(hash)

@@ -71,8 +71,13 @@ impl Metrics {
             .expect("bucket lists are not empty")
             .build_recorder();
         let describe = |name: &'static str, unit: Option<Unit>, help: &'static str| {
-            // Describing is the same call for every kind of metric in this exporter.
             recorder.describe_counter(KeyName::from(name), unit, help.into());
+        };
+        let describe_gauge = |name: &'static str, help: &'static str| {
+            recorder.describe_gauge(KeyName::from(name), None, help.into());
+        };
+        let describe_histogram = |name: &'static str, help: &'static str| {
+            recorder.describe_histogram(KeyName::from(name), Some(Unit::Seconds), help.into());
         };
         describe("faces_uploads_total", None, "Uploads accepted.");
         describe(
@@ -92,21 +97,22 @@ impl Metrics {
             None,
             "Submissions removed by retention.",
         );
-        describe(
+        describe_histogram(
             "faces_detection_seconds",
-            Some(Unit::Seconds),
             "Time the detector took per image.",
         );
-        describe("faces_queue_jobs", None, "Jobs in the queue by state.");
-        describe("faces_feed_clients", None, "Connected live-feed clients.");
+        describe_gauge("faces_queue_jobs", "Jobs in the queue by state.");
+        describe_gauge(
+            "faces_feed_clients",
+            "Connected live-feed clients (WebSocket and Socket.IO).",
+        );
         describe(
             "faces_http_requests_total",
             None,
             "HTTP requests answered, by route, method and status.",
         );
-        describe(
+        describe_histogram(
             "faces_http_request_duration_seconds",
-            Some(Unit::Seconds),
             "Time to answer HTTP requests, by route.",
         );
         let counter =

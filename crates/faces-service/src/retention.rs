@@ -22,7 +22,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        match sweep(&state, max_age).await {
+        match sweep(&state, max_age, &shutdown).await {
             Ok(0) => {}
             Ok(removed) => tracing::info!(removed, "retention removed old submissions"),
             Err(error) => tracing::warn!(%error, "retention sweep failed; will try again"),
@@ -35,10 +35,18 @@ pub async fn run(
 }
 
 /// Removes what is older than `max_age` now; returns how many submissions went.
-pub async fn sweep(state: &AppState, max_age: Duration) -> anyhow::Result<usize> {
-    let cutoff = Utc::now() - chrono::Duration::from_std(max_age)?;
+/// Stops between batches once `shutdown` turns true.
+pub async fn sweep(
+    state: &AppState,
+    max_age: Duration,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<usize> {
+    let cutoff = chrono::Duration::from_std(max_age)
+        .ok()
+        .and_then(|age| Utc::now().checked_sub_signed(age))
+        .ok_or_else(|| anyhow::anyhow!("retention age {max_age:?} is out of range"))?;
     let mut removed = 0;
-    loop {
+    while !*shutdown.borrow() {
         let batch = state.db.expired_submissions(cutoff, BATCH).await?;
         let mut removed_in_batch = 0;
         for expired in &batch {
@@ -57,7 +65,8 @@ pub async fn sweep(state: &AppState, max_age: Duration) -> anyhow::Result<usize>
         state.metrics.retention_removed(removed_in_batch as u64);
         // A short batch is the last; a batch of which nothing could go would repeat.
         if (batch.len() as i64) < BATCH || removed_in_batch == 0 {
-            return Ok(removed);
+            break;
         }
     }
+    Ok(removed)
 }

@@ -81,6 +81,7 @@ async fn process(
     if job.attempts > max_attempts {
         // Its workers kept dying mid-job (crash loop): stop trying.
         let message = format!("gave up after {} attempts", job.attempts - 1);
+        state.metrics.jobs_failed();
         if let Err(error) = state.db.fail_job(&job, &message).await {
             tracing::error!(%id, %error, "could not mark job failed");
         }

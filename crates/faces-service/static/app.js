@@ -367,6 +367,18 @@ function connect() {
 
 // ---------- viewer ----------
 
+// "Open image" on a server with keys: fetch with the key and open a blob, so the
+// key never lands in an address bar, history or a copied link.
+$('viewer-link').addEventListener('click', async (e) => {
+  if (!apiKey() || !shown) return;
+  e.preventDefault();
+  try {
+    const r = await fetch(shown.image_url, { headers: authHeaders() });
+    if (r.ok) window.open(URL.createObjectURL(await r.blob()), '_blank', 'noopener');
+    else if (r.status === 401) askForKey();
+  } catch { /* network error: nothing to open */ }
+});
+
 let lastFocus = null;
 let shown = null; // data of the card in the viewer
 
@@ -422,7 +434,7 @@ function openViewer(id) {
   const time = $('viewer-time');
   time.textContent = longTime(iso);
   time.dateTime = iso;
-  $('viewer-link').href = withKey(shown.image_url);
+  $('viewer-link').href = shown.image_url;
   viewerImg.alt = `Processed photo with ${countText(n)} marked`;
   viewerImg.removeAttribute('src'); // no flash of the previous photo at full size
   viewerImg.removeAttribute('style');

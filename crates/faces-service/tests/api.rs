@@ -523,7 +523,8 @@ async fn unknown_ids_and_escaping_paths_are_404() {
 
 #[tokio::test]
 async fn api_keys_guard_uploads_reads_and_the_feed() {
-    let app = TestApp::start_with(|c| c.api_keys = vec!["k-one".into(), "k-two".into()]).await;
+    // The second key is base64-like: in a query its `+`, `/` and `=` arrive percent-encoded.
+    let app = TestApp::start_with(|c| c.api_keys = vec!["k-one".into(), "k+tw/o=".into()]).await;
     let part =
         || reqwest::multipart::Part::bytes(read("known_counts/fr_obama.jpg")).file_name("o.jpg");
     // No key, and a wrong key: 401 in the JSON shape, nothing accepted.
@@ -571,7 +572,7 @@ async fn api_keys_guard_uploads_reads_and_the_feed() {
     );
 
     // With a key (header for HTTP, query for the feed), everything works.
-    let (mut feed, _) = tokio_tungstenite::connect_async(format!("{ws}?api_key=k-two"))
+    let (mut feed, _) = tokio_tungstenite::connect_async(format!("{ws}?api_key=k%2Btw%2Fo%3D"))
         .await
         .expect("feed with key");
     let form = reqwest::multipart::Form::new().part("image", part());
@@ -595,7 +596,7 @@ async fn api_keys_guard_uploads_reads_and_the_feed() {
     let record = app
         .http
         .get(app.url(&format!("/image/{id}")))
-        .bearer_auth("k-two")
+        .bearer_auth("k+tw/o=")
         .send()
         .await
         .unwrap();

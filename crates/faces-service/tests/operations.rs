@@ -243,6 +243,46 @@ async fn behind_a_trusted_proxy_each_client_address_has_its_own_allowance() {
     assert_eq!(upload("198.51.100.2").await.unwrap().status(), 202);
 }
 
+#[tokio::test]
+async fn silent_and_trickling_connections_are_closed_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::start_with(|c| c.header_timeout_secs = 1).await;
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let silent = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let mut trickling = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let trickle = async {
+        for byte in b"GET /healthcheck HTTP/1.1\r\nHost: x\r\n" {
+            if trickling.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut rest = Vec::new();
+        let _ = trickling.read_to_end(&mut rest).await;
+        started.elapsed()
+    };
+    let wait_closed = |mut stream: tokio::net::TcpStream| async move {
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest).await;
+        started.elapsed()
+    };
+    let (silent_closed, trickle_closed) = tokio::time::timeout(
+        Duration::from_secs(10),
+        futures::future::join(wait_closed(silent), trickle),
+    )
+    .await
+    .expect("both connections are closed by the server");
+    for closed in [silent_closed, trickle_closed] {
+        assert!(
+            (Duration::from_millis(900)..Duration::from_secs(3)).contains(&closed),
+            "closed after {closed:?}"
+        );
+    }
+    // Meanwhile, and afterwards, the server answers.
+    assert_eq!(text(&app, "/healthcheck").await, "OK");
+}
+
 type BodySender = futures::channel::mpsc::UnboundedSender<Result<Vec<u8>, std::io::Error>>;
 
 /// A multipart upload whose body is fed by the returned sender, so a test can stall it.

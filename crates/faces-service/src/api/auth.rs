@@ -29,19 +29,18 @@ fn protected(request: &Request) -> bool {
     }
 }
 
-fn presented(request: &Request) -> Option<&str> {
+fn presented(request: &Request) -> Option<String> {
     let bearer = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    bearer.or_else(|| {
-        request
-            .uri()
-            .query()?
-            .split('&')
-            .find_map(|pair| pair.strip_prefix("api_key="))
-    })
+    match bearer {
+        Some(key) => Some(key.to_owned()),
+        // Percent-decoded: browsers encode `+`, `/` and `=` of base64 keys.
+        None => form_urlencoded::parse(request.uri().query()?.as_bytes())
+            .find_map(|(name, value)| (name == "api_key").then(|| value.into_owned())),
+    }
 }
 
 /// Compares without an early exit, so the time taken does not reveal how much matched.
@@ -58,7 +57,8 @@ pub async fn require_key(
     if keys.is_empty() || !protected(&request) {
         return next.run(request).await;
     }
-    let given = presented(&request).unwrap_or_default().as_bytes();
+    let given = presented(&request).unwrap_or_default();
+    let given = given.as_bytes();
     // Check every key, so the time taken does not reveal which one was close.
     let valid = keys.iter().fold(false, |ok, key| {
         constant_time_eq(key.as_bytes(), given) | ok

@@ -28,13 +28,31 @@ pub struct ClientAddress {
 }
 
 impl ClientAddress {
-    pub fn new(trusted_header: Option<&str>) -> Self {
-        Self {
-            trusted_header: trusted_header.and_then(|name| HeaderName::try_from(name).ok()),
-        }
+    /// Fails on a header name that is not one (checked at start, not per request).
+    pub fn new(trusted_header: Option<&str>) -> anyhow::Result<Self> {
+        let trusted_header = trusted_header
+            .map(|name| {
+                HeaderName::try_from(name).map_err(|_| {
+                    anyhow::anyhow!("--trusted-proxy-header: “{name}” is not a header name")
+                })
+            })
+            .transpose()?;
+        Ok(Self { trusted_header })
     }
 
+    /// The key an upload is counted against. IPv6 clients are counted by /64, the
+    /// block a single subscriber usually holds.
     pub fn of<T>(&self, request: &Request<T>) -> Option<IpAddr> {
+        self.address(request).map(|address| match address {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+            },
+            v4 => v4,
+        })
+    }
+
+    fn address<T>(&self, request: &Request<T>) -> Option<IpAddr> {
         let from_proxy = self.trusted_header.as_ref().and_then(|name| {
             let value = request.headers().get_all(name).iter().next_back()?;
             let last = value.to_str().ok()?.rsplit(',').next()?.trim();
@@ -72,14 +90,18 @@ pub fn upload_rate_limit(config: &Config) -> Option<UploadLimiter> {
         GovernorConfigBuilder::default()
             .period(period.max(Duration::from_nanos(1)))
             .burst_size(config.rate_limit_burst.max(1))
-            .key_extractor(ClientAddress::new(config.trusted_proxy_header.as_deref()))
+            .key_extractor(
+                ClientAddress::new(config.trusted_proxy_header.as_deref())
+                    .expect("validated by App::start"),
+            )
             .finish()?,
     );
     tokio::spawn(forget_idle_addresses(Arc::downgrade(&governor)));
     Some(
         GovernorLayer::new(governor).error_handler(|error| match error {
             GovernorError::TooManyRequests { wait_time, .. } => {
-                let seconds = wait_time.max(1);
+                // The limiter rounds down; a client that waits this long must get in.
+                let seconds = wait_time + 1;
                 let mut error = ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "image",

@@ -60,13 +60,14 @@ pub fn router(state: Arc<AppState>, socket_io: socketioxide::layer::SocketIoLaye
         .merge(openapi::routes())
         .fallback(|| async { crate::error::ApiError::not_found() })
         .layer(socket_io)
-        .layer(middleware::from_fn_with_state(state.clone(), count_request))
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
         ))
         .layer(cors(&state.config.cors_origins))
+        // Outside auth and CORS, so that 401s and preflights are counted too.
+        .layer(middleware::from_fn_with_state(state.clone(), count_request))
         .layer(
             TraceLayer::new_for_http()
                 // The path only: a query may carry an API key, which is never logged.
@@ -89,12 +90,19 @@ async fn count_request(
         None if request.uri().path().starts_with("/socket.io") => "/socket.io/".to_owned(),
         None => "unmatched".to_owned(),
     };
-    let method = request.method().clone();
+    // Methods are client-chosen tokens: only the known ones get a series of their own.
+    let method = match *request.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
     let started = Instant::now();
     let response = next.run(request).await;
     state.metrics.http_request(
         &route,
-        method.as_str(),
+        method,
         response.status().as_u16(),
         started.elapsed(),
     );
@@ -103,12 +111,13 @@ async fn count_request(
 
 /// Cross-origin access for the listed origins only (none by default).
 fn cors(origins: &[String]) -> CorsLayer {
-    let origins: Vec<HeaderValue> = origins
-        .iter()
-        .filter_map(|o| HeaderValue::from_str(o).ok())
-        .collect();
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
     CorsLayer::new()
-        .allow_origin(AllowOrigin::list(origins))
+        .allow_origin(allow)
         .allow_methods([Method::GET, Method::POST])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
 }

@@ -33,7 +33,7 @@ const PRESIGNED_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
         (status = 307, description = "Redirect to a presigned object-store URL (`--images-redirect`)"),
         (status = 404, description = "No such image", body = crate::api::openapi::ErrorBody),
     ),
-    security((), ("bearer" = []))
+    security((), ("bearer" = []), ("api_key_query" = []))
 )]
 pub async fn serve(
     State(state): State<Arc<AppState>>,
