@@ -171,6 +171,10 @@ async fn openapi_document_matches_real_responses() {
     assert!(docs.contains("swagger-ui"), "{docs}");
     let initializer = text(&app, "/docs/swagger-initializer.js").await;
     assert!(initializer.contains("/openapi.json"), "{initializer}");
+    assert!(
+        initializer.contains(r#""validatorUrl": "none""#),
+        "no call to the online validator: {initializer}"
+    );
     assert!(text(&app, "/docs/swagger-ui-bundle.js").await.len() > 100_000);
 }
 

@@ -8,7 +8,7 @@ use axum::Router;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 pub use utoipa::OpenApi;
 use utoipa::{Modify, ToSchema};
-use utoipa_swagger_ui::SwaggerUi;
+use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::app::AppState;
 
@@ -82,5 +82,11 @@ impl Modify for Security {
 
 /// `/openapi.json` and `/docs`.
 pub fn routes() -> Router<Arc<AppState>> {
-    Router::from(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+    // No online validator: the page would otherwise ask swagger.io about our document.
+    let config = Config::default().validator_url("none");
+    Router::from(
+        SwaggerUi::new("/docs")
+            .url("/openapi.json", ApiDoc::openapi())
+            .config(config),
+    )
 }
