@@ -139,3 +139,56 @@ pub fn too_many_uploads() -> Response<Body> {
     error.retry_after = Some(1);
     error.into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(peer: &str, forwarded: Option<&str>) -> Request<()> {
+        let mut request = Request::builder();
+        if let Some(forwarded) = forwarded {
+            request = request.header("X-Forwarded-For", forwarded);
+        }
+        let mut request = request.body(()).unwrap();
+        let peer: SocketAddr = peer.parse().unwrap();
+        request.extensions_mut().insert(ConnectInfo(peer));
+        request
+    }
+
+    fn key(client: &ClientAddress, peer: &str, forwarded: Option<&str>) -> String {
+        client.of(&request(peer, forwarded)).unwrap().to_string()
+    }
+
+    #[test]
+    fn ipv6_counts_per_64_and_mapped_ipv4_as_ipv4() {
+        let peer = ClientAddress::new(None).unwrap();
+        assert_eq!(
+            key(&peer, "[2001:db8:1:2:aaaa::1]:9", None),
+            "2001:db8:1:2::"
+        );
+        assert_eq!(
+            key(&peer, "[2001:db8:1:2:bbbb::7]:9", None),
+            "2001:db8:1:2::"
+        );
+        assert_eq!(key(&peer, "[2001:db8:1:3::1]:9", None), "2001:db8:1:3::");
+        assert_eq!(key(&peer, "[::ffff:198.51.100.7]:9", None), "198.51.100.7");
+        assert_eq!(key(&peer, "198.51.100.7:9", None), "198.51.100.7");
+    }
+
+    #[test]
+    fn the_proxy_header_counts_only_when_trusted_and_only_its_last_entry() {
+        let peer = ClientAddress::new(None).unwrap();
+        assert_eq!(key(&peer, "10.0.0.1:9", Some("203.0.113.5")), "10.0.0.1");
+        let proxied = ClientAddress::new(Some("X-Forwarded-For")).unwrap();
+        let forged = Some("203.0.113.5, 198.51.100.7");
+        assert_eq!(key(&proxied, "10.0.0.1:9", forged), "198.51.100.7");
+        assert_eq!(
+            key(&proxied, "10.0.0.1:9", Some("198.51.100.7:4711")),
+            "198.51.100.7"
+        );
+        // No header (or garbage in it): the peer.
+        assert_eq!(key(&proxied, "10.0.0.1:9", None), "10.0.0.1");
+        assert_eq!(key(&proxied, "10.0.0.1:9", Some("unknown")), "10.0.0.1");
+        assert!(ClientAddress::new(Some("not a header")).is_err());
+    }
+}
