@@ -35,6 +35,10 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Permits for uploads streamed at once.
     pub uploads: Arc<Semaphore>,
+    /// Uploads in progress by client address.
+    pub uploads_in_progress: api::limits::UploadsInProgress,
+    /// How a request's client address is found (peer, or a trusted proxy's header).
+    pub client_address: api::limits::ClientAddress,
     /// Permits for images held decoded in memory at once.
     pub decodes: Arc<Semaphore>,
 }
@@ -69,7 +73,8 @@ impl App {
     /// Opens storage and database (migrating it), binds the port and starts
     /// `config.workers` workers.
     pub async fn start(config: Config, role: Role) -> anyhow::Result<App> {
-        api::limits::ClientAddress::new(config.trusted_proxy_header.as_deref())?;
+        let client_address =
+            api::limits::ClientAddress::new(config.trusted_proxy_header.as_deref())?;
         tokio::fs::create_dir_all(&config.data_dir)
             .await
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
@@ -100,6 +105,8 @@ impl App {
             wake: Notify::new(),
             shutdown: shutdown_rx.clone(),
             uploads: Arc::new(Semaphore::new(config.max_concurrent_uploads.max(1))),
+            uploads_in_progress: Default::default(),
+            client_address,
             decodes: Arc::new(Semaphore::new(config.max_concurrent_decodes.max(1))),
             config,
         });

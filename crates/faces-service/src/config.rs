@@ -129,6 +129,13 @@ pub struct Config {
     /// Uploads streamed at once by this node; more get 503 with `Retry-After`.
     #[arg(long, env = "FACES_MAX_CONCURRENT_UPLOADS", default_value_t = 64)]
     pub max_concurrent_uploads: usize,
+    /// Uploads one client address may stream at once; more get 429 with `Retry-After`.
+    #[arg(
+        long,
+        env = "FACES_MAX_CONCURRENT_UPLOADS_PER_ADDRESS",
+        default_value_t = 16
+    )]
+    pub max_concurrent_uploads_per_address: usize,
     /// Images decoded and detected at once by this node, whatever the worker count
     /// (each may hold up to `max-pixels` x 3 bytes).
     #[arg(long, env = "FACES_MAX_CONCURRENT_DECODES", default_value_t = default_workers())]

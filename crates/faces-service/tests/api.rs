@@ -464,7 +464,8 @@ async fn a_job_that_keeps_failing_ends_failed_with_its_reason() {
 
 #[tokio::test]
 async fn fifty_concurrent_uploads_are_each_notified_once() {
-    let app = TestApp::start().await;
+    // All fifty come from one address at once.
+    let app = TestApp::start_with(|c| c.max_concurrent_uploads_per_address = 50).await;
     let mut ws = app.feed().await;
     let files: Vec<String> = std::fs::read_dir(common::data().join("throughput"))
         .unwrap()

@@ -363,6 +363,40 @@ async fn keys_of(app: &TestApp, id: &str) -> Vec<String> {
 }
 
 #[tokio::test]
+async fn one_address_cannot_hold_more_than_its_share_of_upload_slots() {
+    let app = TestApp::start_with(|c| {
+        c.workers = 0;
+        c.max_concurrent_uploads_per_address = 1;
+        c.body_timeout_secs = 1;
+    })
+    .await;
+    let (stalled, answer) = streaming_upload(&app);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let part = reqwest::multipart::Part::bytes(read("edge/files/png_rgb.png")).file_name("a.png");
+    let response = app
+        .http
+        .post(app.url("/image/"))
+        .multipart(reqwest::multipart::Form::new().part("image", part))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["image"][0].as_str().unwrap().contains("at once"),
+        "{body}"
+    );
+    // Once the stalled upload is given up on, the address may upload again.
+    assert_eq!(answer.await.unwrap().0, 408);
+    drop(stalled);
+    let (status, body) = app
+        .upload_as("image", read("edge/files/png_rgb.png"), "a.png")
+        .await;
+    assert_eq!(status, 202, "{body}");
+}
+
+#[tokio::test]
 async fn retention_removes_old_rows_and_files_and_keeps_new_and_in_flight_ones() {
     let app = TestApp::start_with(|c| {
         c.workers = 1;

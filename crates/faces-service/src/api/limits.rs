@@ -1,8 +1,9 @@
 //! Protection of the upload path: a per-address rate limit and a cap on uploads
 //! streamed at once. Both answer in the SPEC's JSON shape with `Retry-After`.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -81,7 +82,7 @@ impl KeyExtractor for ClientAddress {
 type UploadLimiter = GovernorLayer<ClientAddress, NoOpMiddleware, Body>;
 
 /// The upload rate limit, or `None` when configured off (`--rate-limit-per-minute 0`).
-pub fn upload_rate_limit(config: &Config) -> Option<UploadLimiter> {
+pub fn upload_rate_limit(config: &Config, client_address: &ClientAddress) -> Option<UploadLimiter> {
     if config.rate_limit_per_minute == 0 {
         return None;
     }
@@ -90,10 +91,7 @@ pub fn upload_rate_limit(config: &Config) -> Option<UploadLimiter> {
         GovernorConfigBuilder::default()
             .period(period.max(Duration::from_nanos(1)))
             .burst_size(config.rate_limit_burst.max(1))
-            .key_extractor(
-                ClientAddress::new(config.trusted_proxy_header.as_deref())
-                    .expect("validated by App::start"),
-            )
+            .key_extractor(client_address.clone())
             .finish()?,
     );
     tokio::spawn(forget_idle_addresses(Arc::downgrade(&governor)));
@@ -127,6 +125,62 @@ async fn forget_idle_addresses(governor: Weak<GovernorConfig<ClientAddress, NoOp
         governor.limiter().retain_recent();
         governor.limiter().shrink_to_fit();
     }
+}
+
+/// Uploads in progress per client address, so that a few slow clients cannot hold
+/// every upload slot (the body timeout only catches bodies that stop entirely).
+#[derive(Debug, Default)]
+pub struct UploadsInProgress {
+    by_address: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One upload counted in; counted out when dropped.
+pub struct InProgress<'a> {
+    uploads: &'a UploadsInProgress,
+    address: IpAddr,
+}
+
+impl UploadsInProgress {
+    /// Counts an upload from `address` in, unless it already has `max` in progress.
+    pub fn start(&self, address: IpAddr, max: usize) -> Option<InProgress<'_>> {
+        let mut by_address = self.by_address.lock().unwrap_or_else(|e| e.into_inner());
+        let count = by_address.entry(address).or_default();
+        if *count >= max.max(1) {
+            return None;
+        }
+        *count += 1;
+        Some(InProgress {
+            uploads: self,
+            address,
+        })
+    }
+}
+
+impl Drop for InProgress<'_> {
+    fn drop(&mut self) {
+        let mut by_address = self
+            .uploads
+            .by_address
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = by_address.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                by_address.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// The answer when this client address already has its maximum of uploads in progress.
+pub fn too_many_uploads_from_address() -> Response<Body> {
+    let mut error = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "image",
+        "Too many uploads from your address at once. Wait for one to finish.",
+    );
+    error.retry_after = Some(1);
+    error.into_response()
 }
 
 /// The answer when this node already streams its maximum of uploads.

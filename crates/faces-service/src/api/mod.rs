@@ -33,7 +33,7 @@ use crate::app::AppState;
 pub fn router(state: Arc<AppState>, socket_io: socketioxide::layer::SocketIoLayer) -> Router {
     // The upload handler counts bytes itself; the framework's 2 MB default must not cut in first.
     let body_limit = DefaultBodyLimit::max(state.config.max_upload_bytes as usize + 1024 * 1024);
-    let upload = match limits::upload_rate_limit(&state.config) {
+    let upload = match limits::upload_rate_limit(&state.config, &state.client_address) {
         Some(rate_limit) => post(upload::upload)
             .layer::<_, Infallible>(body_limit)
             .layer::<_, Infallible>(rate_limit),

@@ -83,7 +83,18 @@ struct Received {
     security((), ("bearer" = []))
 )]
 pub async fn upload(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    // Held until the answer: bounds the temp files and sockets uploads tie up.
+    // Held until the answer: bounds the temp files and sockets uploads tie up,
+    // per client address first, so that a few slow clients cannot take them all.
+    let _from_address = match state.client_address.of(&request) {
+        Some(address) => match state
+            .uploads_in_progress
+            .start(address, state.config.max_concurrent_uploads_per_address)
+        {
+            Some(counted) => Some(counted),
+            None => return super::limits::too_many_uploads_from_address(),
+        },
+        None => None,
+    };
     let Ok(_streaming) = state.uploads.clone().try_acquire_owned() else {
         return super::limits::too_many_uploads();
     };
