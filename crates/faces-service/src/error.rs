@@ -25,6 +25,12 @@ impl ApiError {
         }
     }
 
+    /// Adds a `Retry-After` header of `seconds` to the answer.
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
     /// A 400 about the uploaded image.
     pub fn image(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "image", message)

@@ -178,6 +178,19 @@ async fn openapi_document_matches_real_responses() {
     assert!(text(&app, "/docs/swagger-ui-bundle.js").await.len() > 100_000);
 }
 
+/// Posts a small PNG, with an `X-Forwarded-For` header when given; the raw answer.
+async fn post_png(app: &TestApp, forwarded: Option<&str>) -> reqwest::Response {
+    let part = reqwest::multipart::Part::bytes(read("edge/files/png_rgb.png")).file_name("a.png");
+    let mut request = app
+        .http
+        .post(app.url("/image/"))
+        .multipart(reqwest::multipart::Form::new().part("image", part));
+    if let Some(forwarded) = forwarded {
+        request = request.header("X-Forwarded-For", forwarded);
+    }
+    request.send().await.expect("upload answered")
+}
+
 #[tokio::test]
 async fn uploads_over_the_rate_limit_get_429_with_retry_after() {
     let app = TestApp::start_with(|c| {
@@ -186,19 +199,10 @@ async fn uploads_over_the_rate_limit_get_429_with_retry_after() {
         c.rate_limit_burst = 2;
     })
     .await;
-    let photo = read("edge/files/png_rgb.png");
     for _ in 0..2 {
-        let (status, body) = app.upload_as("image", photo.clone(), "a.png").await;
-        assert_eq!(status, 202, "{body}");
+        assert_eq!(post_png(&app, None).await.status(), 202);
     }
-    let part = reqwest::multipart::Part::bytes(photo.clone()).file_name("a.png");
-    let response = app
-        .http
-        .post(app.url("/image/"))
-        .multipart(reqwest::multipart::Form::new().part("image", part))
-        .send()
-        .await
-        .unwrap();
+    let response = post_png(&app, None).await;
     assert_eq!(response.status(), 429);
     let retry_after: u64 = response.headers()["retry-after"]
         .to_str()
@@ -211,15 +215,7 @@ async fn uploads_over_the_rate_limit_get_429_with_retry_after() {
     assert!(message.contains("Too many uploads"), "{message}");
     // Reads are not limited, and a header the operator did not trust changes nothing.
     assert_eq!(app.get_json("/images").await.0, 200);
-    let part = reqwest::multipart::Part::bytes(photo).file_name("a.png");
-    let spoofed = app
-        .http
-        .post(app.url("/image/"))
-        .header("X-Forwarded-For", "203.0.113.9")
-        .multipart(reqwest::multipart::Form::new().part("image", part))
-        .send()
-        .await
-        .unwrap();
+    let spoofed = post_png(&app, Some("203.0.113.9")).await;
     assert_eq!(spoofed.status(), 429);
 }
 
@@ -232,19 +228,11 @@ async fn behind_a_trusted_proxy_each_client_address_has_its_own_allowance() {
         c.trusted_proxy_header = Some("X-Forwarded-For".into());
     })
     .await;
-    let upload = |forwarded: &'static str| {
-        let part =
-            reqwest::multipart::Part::bytes(read("edge/files/png_rgb.png")).file_name("a.png");
-        app.http
-            .post(app.url("/image/"))
-            // The client wrote the first entry; the proxy appended the real address.
-            .header("X-Forwarded-For", forwarded)
-            .multipart(reqwest::multipart::Form::new().part("image", part))
-            .send()
-    };
-    assert_eq!(upload("1.1.1.1, 198.51.100.1").await.unwrap().status(), 202);
-    assert_eq!(upload("2.2.2.2, 198.51.100.1").await.unwrap().status(), 429);
-    assert_eq!(upload("198.51.100.2").await.unwrap().status(), 202);
+    // The client wrote the first entry; the proxy appended the real address.
+    let upload = |forwarded| post_png(&app, Some(forwarded));
+    assert_eq!(upload("1.1.1.1, 198.51.100.1").await.status(), 202);
+    assert_eq!(upload("2.2.2.2, 198.51.100.1").await.status(), 429);
+    assert_eq!(upload("198.51.100.2").await.status(), 202);
 }
 
 #[tokio::test]
@@ -319,14 +307,7 @@ async fn uploads_beyond_the_concurrency_cap_get_503_and_stalled_bodies_time_out(
     let (stalled, answer) = streaming_upload(&app);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let part = reqwest::multipart::Part::bytes(read("edge/files/png_rgb.png")).file_name("a.png");
-    let response = app
-        .http
-        .post(app.url("/image/"))
-        .multipart(reqwest::multipart::Form::new().part("image", part))
-        .send()
-        .await
-        .unwrap();
+    let response = post_png(&app, None).await;
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "1");
     let body: Value = response.json().await.unwrap();
@@ -372,14 +353,7 @@ async fn one_address_cannot_hold_more_than_its_share_of_upload_slots() {
     .await;
     let (stalled, answer) = streaming_upload(&app);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let part = reqwest::multipart::Part::bytes(read("edge/files/png_rgb.png")).file_name("a.png");
-    let response = app
-        .http
-        .post(app.url("/image/"))
-        .multipart(reqwest::multipart::Form::new().part("image", part))
-        .send()
-        .await
-        .unwrap();
+    let response = post_png(&app, None).await;
     assert_eq!(response.status(), 429);
     assert_eq!(response.headers()["retry-after"], "1");
     let body: Value = response.json().await.unwrap();

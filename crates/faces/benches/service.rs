@@ -40,16 +40,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn rss_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 struct Server {
     child: Child,
     base: String,
@@ -168,14 +158,7 @@ async fn throughput(server: &Server, files: &[PathBuf]) {
     let mut announced = 0;
     for id in sent_at.keys() {
         loop {
-            let record: Value = http
-                .get(format!("{}/image/{id}", server.base))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let record = support::get_json(&http, &format!("{}/image/{id}", server.base)).await;
             if record["status"] == "done" {
                 let processed: DateTime<Utc> =
                     record["processed_at"].as_str().unwrap().parse().unwrap();
@@ -233,7 +216,7 @@ async fn big_upload(jpeg: &Path) {
     let server = &start(&["--workers", "0"]).await;
     const SIZE: usize = 100 * 1024 * 1024 - 64 * 1024;
     let pid = server.child.id();
-    let before = rss_kib(pid, "VmHWM:");
+    let before = support::peak_rss_kib(pid);
     let head = Bytes::from(std::fs::read(jpeg).unwrap());
     let chunk = Bytes::from(vec![0u8; 1024 * 1024]);
     let mut parts = vec![head.clone()];
@@ -259,7 +242,7 @@ async fn big_upload(jpeg: &Path) {
         .unwrap();
     let status = response.status();
     let secs = started.elapsed().as_secs_f64();
-    let after = rss_kib(pid, "VmHWM:");
+    let after = support::peak_rss_kib(pid);
     println!("100 MB upload ({total} bytes): HTTP {status} in {secs:.2} s");
     println!(
         "  server peak RSS: {:.1} MiB before, {:.1} MiB after (+{:.1} MiB)",

@@ -92,14 +92,7 @@ async fn sigkill_mid_run_loses_nothing_and_announces_each_once() {
     let mut with_faces = 0;
     for id in &ids {
         loop {
-            let record: Value = http
-                .get(format!("{base}/image/{id}"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let record = support::get_json(&http, &format!("{base}/image/{id}")).await;
             if record["status"] == "done" {
                 with_faces += usize::from(record["faces_count"].as_i64() > Some(0));
                 break;

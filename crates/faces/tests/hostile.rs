@@ -105,13 +105,7 @@ impl Server {
 
     /// Peak resident set size so far (VmHWM), in KiB.
     fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("/proc/<pid>/status");
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmHWM in /proc/<pid>/status")
+        support::peak_rss_kib(self.child.id())
     }
 
     /// `GET /healthcheck` on a fresh connection answers `OK` within [`HEALTHY_WITHIN`].
@@ -147,14 +141,7 @@ impl Server {
     async fn wait_terminal(&mut self, http: &reqwest::Client, id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            let record: Value = http
-                .get(self.url(&format!("/image/{id}")))
-                .send()
-                .await
-                .expect("GET /image/{id}")
-                .json()
-                .await
-                .expect("status JSON");
+            let record = support::get_json(http, &self.url(&format!("/image/{id}"))).await;
             if record["status"] == "done" || record["status"] == "failed" {
                 return record;
             }
@@ -454,14 +441,7 @@ async fn every_edge_file_gets_its_answer_and_bombs_do_not_cost_memory() {
     );
     assert!(rss_at_end < RSS_LIMIT_KIB, "peak RSS: {rss_at_end} KiB");
     server.assert_healthy("the edge files").await;
-    let page: Value = http
-        .get(server.url("/images?limit=100"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = support::get_json(&http, &server.url("/images?limit=100")).await;
     assert_eq!(
         page["images"].as_array().map(Vec::len),
         Some(accepted.len()),
@@ -707,14 +687,7 @@ async fn malformed_multipart_is_a_4xx_in_the_spec_shape() {
         server.assert_healthy(what).await;
     }
 
-    let page: Value = http
-        .get(server.url("/images"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = support::get_json(&http, &server.url("/images")).await;
     assert_eq!(
         page["images"].as_array().map(Vec::len),
         Some(accepted),

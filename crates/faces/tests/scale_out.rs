@@ -161,7 +161,7 @@ async fn two_api_nodes_two_workers_one_killed() {
     for (i, id) in ids.iter().enumerate() {
         loop {
             let url = format!("{}/image/{id}", bases[(i + 1) % 2]);
-            let record: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+            let record = support::get_json(&http, &url).await;
             if record["status"] == "done" {
                 with_faces += usize::from(record["faces_count"].as_i64() > Some(0));
                 break;

@@ -100,13 +100,13 @@ pub fn upload_rate_limit(config: &Config, client_address: &ClientAddress) -> Opt
             GovernorError::TooManyRequests { wait_time, .. } => {
                 // The limiter rounds down; a client that waits this long must get in.
                 let seconds = wait_time + 1;
-                let mut error = ApiError::new(
+                ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "image",
                     format!("Too many uploads from your address. Try again in {seconds} seconds."),
-                );
-                error.retry_after = Some(seconds);
-                error.into_response()
+                )
+                .retry_after(seconds)
+                .into_response()
             }
             other => ApiError::internal(other).into_response(),
         }),
@@ -174,24 +174,24 @@ impl Drop for InProgress<'_> {
 
 /// The answer when this client address already has its maximum of uploads in progress.
 pub fn too_many_uploads_from_address() -> Response<Body> {
-    let mut error = ApiError::new(
+    ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "image",
         "Too many uploads from your address at once. Wait for one to finish.",
-    );
-    error.retry_after = Some(1);
-    error.into_response()
+    )
+    .retry_after(1)
+    .into_response()
 }
 
 /// The answer when this node already streams its maximum of uploads.
 pub fn too_many_uploads() -> Response<Body> {
-    let mut error = ApiError::new(
+    ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "image",
         "The server is receiving too many uploads right now. Please try again shortly.",
-    );
-    error.retry_after = Some(1);
-    error.into_response()
+    )
+    .retry_after(1)
+    .into_response()
 }
 
 #[cfg(test)]

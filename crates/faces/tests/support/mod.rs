@@ -14,6 +14,27 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// `GET url` as JSON.
+pub async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    http.get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+}
+
+/// Peak resident set size of process `pid` so far (VmHWM), in KiB.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("VmHWM of process {pid}"))
+}
+
 /// Waits until `GET /readyz` answers 200 (database and storage reachable).
 pub async fn wait_ready(base: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
