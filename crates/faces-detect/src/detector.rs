@@ -15,6 +15,7 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use crate::geometry::nms;
+use crate::native::NativeNetwork;
 use crate::retinaface::{RetinaFace, RtenNetwork};
 use crate::{DetectError, Face};
 
@@ -51,8 +52,12 @@ impl FromStr for Mode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
-    /// Pure Rust (`rten`), always built in.
+    /// This network written out in Rust over AVX2 + FMA kernels (the default). On a
+    /// CPU without them the detector runs `rten` instead; [`Detector::engine`] says which.
     #[default]
+    Native,
+    /// The `rten` ONNX engine, pure Rust, runs anywhere; the reference the native
+    /// engine is tested against.
     Rten,
     /// ONNX Runtime's shared library, loaded at run time from `ORT_DYLIB_PATH`
     /// (the `onnxruntime` PyPI wheel ships one). Needs the `onnxruntime` cargo feature.
@@ -63,9 +68,12 @@ impl FromStr for Engine {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
+            "native" => Ok(Engine::Native),
             "rten" => Ok(Engine::Rten),
             "onnxruntime" | "ort" => Ok(Engine::OnnxRuntime),
-            other => Err(format!("unknown engine {other:?}: use rten or onnxruntime")),
+            other => Err(format!(
+                "unknown engine {other:?}: use native, rten or onnxruntime"
+            )),
         }
     }
 }
@@ -93,7 +101,7 @@ impl Default for DetectorConfig {
             mode: Mode::Fast,
             max_input_side: 4096,
             threads: None,
-            engine: Engine::Rten,
+            engine: Engine::Native,
         }
     }
 }
@@ -103,6 +111,9 @@ impl Default for DetectorConfig {
 pub struct Detector {
     network: RetinaFace,
     config: DetectorConfig,
+    /// The engine that runs: the configured one, or `rten` where the native engine
+    /// cannot run on this CPU.
+    engine: Engine,
 }
 
 /// One region of the image at one scale.
@@ -121,7 +132,15 @@ struct View {
 impl Detector {
     /// Loads the bundled model (a few milliseconds) and checks its outputs.
     pub fn new(config: DetectorConfig) -> Result<Self, DetectError> {
-        let network = match config.engine {
+        let mut engine = config.engine;
+        if engine == Engine::Native && !crate::native::available() {
+            engine = Engine::Rten;
+        }
+        let network = match engine {
+            Engine::Native => RetinaFace::Native(Box::new(NativeNetwork::load(
+                crate::retinaface::model_onnx(),
+                config.threads,
+            )?)),
             Engine::Rten => RetinaFace::Rten(Box::new(RtenNetwork::load(config.threads)?)),
             #[cfg(feature = "onnxruntime")]
             Engine::OnnxRuntime => {
@@ -135,11 +154,21 @@ impl Detector {
                 ))
             }
         };
-        Ok(Self { network, config })
+        Ok(Self {
+            network,
+            config,
+            engine,
+        })
     }
 
     pub fn config(&self) -> &DetectorConfig {
         &self.config
+    }
+
+    /// The engine running the network: `config().engine`, except that `Native`
+    /// becomes `Rten` on a CPU without AVX2 and FMA.
+    pub fn engine(&self) -> Engine {
+        self.engine
     }
 
     /// Finds the faces in an upright RGB image, best first. CPU-bound: call it

@@ -1,5 +1,6 @@
-//! Face detection in pure Rust: RetinaFace (MobileNet-0.25) run by the `rten`
-//! ONNX engine, with the model's weights built into the binary.
+//! Face detection in pure Rust: RetinaFace (MobileNet-0.25), with the model's weights
+//! built into the binary, run by the native engine (this network written out over
+//! AVX2 kernels) or, on CPUs without AVX2/FMA, the `rten` ONNX engine.
 //!
 //! Bytes in, faces and a marked image out; no HTTP, no database. The service and
 //! the `faces detect` command both use this crate.
@@ -21,6 +22,7 @@ mod detector;
 mod draw;
 mod error;
 mod geometry;
+mod native;
 #[cfg(feature = "onnxruntime")]
 mod onnxruntime;
 mod retinaface;

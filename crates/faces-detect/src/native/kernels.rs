@@ -1,0 +1,746 @@
+//! The native engine's convolution kernels, in the channel-blocked layout, with a
+//! plain scalar twin for each. This is the only module of the crate with `unsafe`.
+//!
+//! Layout of a feature map ([`Plane`]): `[channel block][row][column][LANES]`, every
+//! block's plane framed by a one-pixel zero border, so a 3x3 window (padding 1)
+//! never needs a bounds check. Kernels write only the interior; the border stays
+//! zero from allocation on.
+//!
+//! Layers split their output rows across threads with [`parallel_rows`], which
+//! hands each thread a [`RowsOut`] that may write only its own rows.
+
+use std::marker::PhantomData;
+use std::ops::Range;
+
+use rayon::prelude::*;
+use rayon::ThreadPool;
+
+/// Channels per block: one AVX2 register of f32.
+pub(crate) const LANES: usize = 8;
+
+/// The interior size of one channel block's plane (the stored plane is two larger
+/// each way) and its channels per pixel: [`LANES`] for feature maps, 3 for the
+/// packed RGB input, which only the first layer reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Plane {
+    pub height: usize,
+    pub width: usize,
+    pub lanes: usize,
+}
+
+impl Plane {
+    /// A feature map's plane.
+    pub(crate) fn blocked(height: usize, width: usize) -> Self {
+        Self {
+            height,
+            width,
+            lanes: LANES,
+        }
+    }
+    /// This plane's size after a convolution of `stride`.
+    pub(crate) fn strided(self, stride: usize) -> Self {
+        Self::blocked(self.height.div_ceil(stride), self.width.div_ceil(stride))
+    }
+    /// Floats from one row to the next.
+    pub(crate) fn row_len(self) -> usize {
+        (self.width + 2) * self.lanes
+    }
+    /// Floats from one channel block to the next.
+    pub(crate) fn len(self) -> usize {
+        (self.height + 2) * self.row_len()
+    }
+    /// Offset of interior pixel (y, x) of block `block`.
+    pub(crate) fn at(self, block: usize, y: usize, x: usize) -> usize {
+        block * self.len() + (y + 1) * self.row_len() + (x + 1) * self.lanes
+    }
+}
+
+/// A dense convolution (every output channel sees every input channel), kernel 1x1
+/// (padding 0) or 3x3 (padding 1), with bias and a per-channel activation slope
+/// (`max(x, slope * x)`: 1 = none, 0 = ReLU, 0.1 = LeakyReLU(0.1)).
+pub(crate) struct Dense<'a> {
+    /// `[out block][tap][input channel][LANES]`, tap = ky * kernel + kx.
+    pub weights: &'a [f32],
+    /// `out_blocks * LANES` each.
+    pub bias: &'a [f32],
+    pub slope: &'a [f32],
+    /// Real input channels; the last input block may be partly unused (the RGB input).
+    pub in_channels: usize,
+    pub kernel: usize,
+    pub stride: usize,
+}
+
+impl Dense<'_> {
+    pub(crate) fn out_blocks(&self) -> usize {
+        self.bias.len() / LANES
+    }
+    fn taps(&self) -> usize {
+        self.kernel * self.kernel
+    }
+    fn in_blocks(&self, in_plane: Plane) -> usize {
+        self.in_channels.div_ceil(in_plane.lanes)
+    }
+    /// Offset from an output pixel's input position to its window's top-left, in
+    /// bordered coordinates: 0 for 3x3 (padding 1, the border is the padding), 1 for 1x1.
+    fn window_offset(&self) -> usize {
+        if self.kernel == 3 {
+            0
+        } else {
+            1
+        }
+    }
+    /// Checks everything the kernels index by, so that their reads and writes stay in
+    /// bounds: the output plane is the strided input plane, slices are long enough.
+    fn check(&self, input: &[f32], in_plane: Plane, out: &RowsOut, out_block: usize) {
+        assert!(
+            self.kernel == 1 || self.kernel == 3,
+            "kernel {}",
+            self.kernel
+        );
+        assert!(
+            self.stride == 1 || self.stride == 2,
+            "stride {}",
+            self.stride
+        );
+        assert!(
+            self.kernel == 3 || self.stride == 1,
+            "1x1 convolutions are stride 1"
+        );
+        assert!(self.in_channels > 0 && self.bias.len() % LANES == 0);
+        assert_eq!(self.slope.len(), self.bias.len());
+        assert_eq!(
+            self.weights.len(),
+            self.out_blocks() * self.taps() * self.in_channels * LANES
+        );
+        assert!(in_plane.lanes > 0 && in_plane.lanes <= LANES);
+        assert!(input.len() >= self.in_blocks(in_plane) * in_plane.len());
+        assert_eq!(out.plane, in_plane.strided(self.stride));
+        assert!((out_block + self.out_blocks()) * out.plane.len() <= out.len);
+    }
+}
+
+/// A depthwise 3x3 convolution (padding 1): each channel with its own 9 weights.
+pub(crate) struct Depthwise<'a> {
+    /// `[block][tap][LANES]`.
+    pub weights: &'a [f32],
+    pub bias: &'a [f32],
+    pub slope: &'a [f32],
+    pub stride: usize,
+}
+
+impl Depthwise<'_> {
+    pub(crate) fn blocks(&self) -> usize {
+        self.bias.len() / LANES
+    }
+    fn check(&self, input: &[f32], in_plane: Plane, out: &RowsOut) {
+        assert!(
+            self.stride == 1 || self.stride == 2,
+            "stride {}",
+            self.stride
+        );
+        assert!(self.bias.len() % LANES == 0 && self.slope.len() == self.bias.len());
+        assert_eq!(self.weights.len(), self.blocks() * 9 * LANES);
+        assert_eq!(in_plane.lanes, LANES);
+        assert!(input.len() >= self.blocks() * in_plane.len());
+        assert_eq!(out.plane, in_plane.strided(self.stride));
+        assert!(self.blocks() * out.plane.len() <= out.len);
+    }
+}
+
+/// Which implementation runs the kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Isa {
+    /// AVX2 + FMA, x86-64 only; [`Isa::detect`] returns it only where the CPU has both.
+    Avx2Fma,
+    /// The plain twins: reference for tests, and correct everywhere.
+    Scalar,
+}
+
+impl Isa {
+    /// The best implementation this CPU runs.
+    pub(crate) fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return Isa::Avx2Fma;
+        }
+        Isa::Scalar
+    }
+}
+
+/// The rows of one output map that one thread may write. Made only by
+/// [`parallel_rows`], which gives concurrent holders disjoint row ranges.
+pub(crate) struct RowsOut<'a> {
+    ptr: *mut f32,
+    len: usize,
+    plane: Plane,
+    rows: Range<usize>,
+    _output: PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: a `RowsOut` only writes rows in `rows`, and `parallel_rows` gives the
+// `RowsOut`s alive at one time disjoint ranges of one `&mut` slice, so no two threads
+// write the same float and nobody reads the slice until they are all done.
+unsafe impl Send for RowsOut<'_> {}
+unsafe impl Sync for RowsOut<'_> {}
+
+impl RowsOut<'_> {
+    /// Pointer to pixel (y, x) of `block`; checks that this holder owns row `y`.
+    fn pixel(&self, block: usize, y: usize, x: usize) -> *mut f32 {
+        assert!(self.rows.contains(&y) && x < self.plane.width);
+        let offset = self.plane.at(block, y, x);
+        assert!(offset + LANES <= self.len);
+        // SAFETY: in bounds of the slice, just checked.
+        unsafe { self.ptr.add(offset) }
+    }
+
+    fn store(&self, block: usize, y: usize, x: usize, values: &[f32; LANES]) {
+        let p = self.pixel(block, y, x);
+        // SAFETY: `pixel` checked the LANES floats from p are in the slice and in our rows.
+        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), p, LANES) }
+    }
+}
+
+/// Runs `work` over the output rows `0..plane.height`, split into contiguous ranges
+/// on the pool's threads (or all on this thread without a pool).
+pub(crate) fn parallel_rows<F>(pool: Option<&ThreadPool>, output: &mut [f32], plane: Plane, work: F)
+where
+    F: Fn(&RowsOut) + Sync,
+{
+    let make = |rows: Range<usize>| RowsOut {
+        ptr: output.as_ptr() as *mut f32,
+        len: output.len(),
+        plane,
+        rows,
+        _output: PhantomData,
+    };
+    let threads = pool.map_or(1, ThreadPool::current_num_threads);
+    if threads <= 1 || plane.height < 2 {
+        return work(&make(0..plane.height));
+    }
+    // A few ranges per thread even out rows of unequal cost.
+    let chunks = (threads * 3).min(plane.height);
+    let per = plane.height.div_ceil(chunks);
+    let ranges: Vec<Range<usize>> = (0..plane.height)
+        .step_by(per)
+        .map(|start| start..(start + per).min(plane.height))
+        .collect();
+    let outs: Vec<RowsOut> = ranges.into_iter().map(make).collect();
+    if let Some(pool) = pool {
+        pool.install(|| outs.par_iter().for_each(&work));
+    }
+}
+
+/// The activation: `max(x, slope * x)` is LeakyReLU for 0 <= slope <= 1.
+#[inline(always)]
+fn activate(x: f32, slope: f32) -> f32 {
+    x.max(x * slope)
+}
+
+/// Dense convolution of `input` into blocks `out_block..` of the output rows `out` owns.
+pub(crate) fn dense(
+    isa: Isa,
+    conv: &Dense,
+    input: &[f32],
+    in_plane: Plane,
+    out: &RowsOut,
+    out_block: usize,
+) {
+    conv.check(input, in_plane, out, out_block);
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx2Fma` is only made where the CPU has AVX2 and FMA; sizes checked above.
+        Isa::Avx2Fma => unsafe { avx2::dense(conv, input, in_plane, out, out_block) },
+        _ => dense_scalar(conv, input, in_plane, out, out_block),
+    }
+}
+
+/// Depthwise convolution of `input` into the output rows `out` owns.
+pub(crate) fn depthwise(isa: Isa, conv: &Depthwise, input: &[f32], in_plane: Plane, out: &RowsOut) {
+    conv.check(input, in_plane, out);
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as for `dense`.
+        Isa::Avx2Fma => unsafe { avx2::depthwise(conv, input, in_plane, out) },
+        _ => depthwise_scalar(conv, input, in_plane, out),
+    }
+}
+
+/// The scalar twin of the dense kernel: the same sums, one float at a time.
+fn dense_scalar(conv: &Dense, input: &[f32], in_plane: Plane, out: &RowsOut, out_block: usize) {
+    let (k, s, off) = (conv.kernel, conv.stride, conv.window_offset());
+    let (row, pitch) = (in_plane.row_len(), in_plane.lanes);
+    for y in out.rows.clone() {
+        for x in 0..out.plane.width {
+            for ob in 0..conv.out_blocks() {
+                let mut acc = [0f32; LANES];
+                acc.copy_from_slice(&conv.bias[ob * LANES..][..LANES]);
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let tap = ky * k + kx;
+                        let base = (y * s + ky + off) * row + (x * s + kx + off) * pitch;
+                        for ic in 0..conv.in_channels {
+                            let v = input[(ic / pitch) * in_plane.len() + base + ic % pitch];
+                            let w = &conv.weights
+                                [((ob * conv.taps() + tap) * conv.in_channels + ic) * LANES..]
+                                [..LANES];
+                            for (a, w) in acc.iter_mut().zip(w) {
+                                *a += v * w;
+                            }
+                        }
+                    }
+                }
+                for (lane, a) in acc.iter_mut().enumerate() {
+                    *a = activate(*a, conv.slope[ob * LANES + lane]);
+                }
+                out.store(out_block + ob, y, x, &acc);
+            }
+        }
+    }
+}
+
+/// The scalar twin of the depthwise kernel.
+fn depthwise_scalar(conv: &Depthwise, input: &[f32], in_plane: Plane, out: &RowsOut) {
+    let s = conv.stride;
+    let row = in_plane.row_len();
+    for y in out.rows.clone() {
+        for x in 0..out.plane.width {
+            for b in 0..conv.blocks() {
+                let mut acc = [0f32; LANES];
+                acc.copy_from_slice(&conv.bias[b * LANES..][..LANES]);
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        let at = b * in_plane.len() + (y * s + ky) * row + (x * s + kx) * LANES;
+                        let w = &conv.weights[(b * 9 + ky * 3 + kx) * LANES..][..LANES];
+                        for lane in 0..LANES {
+                            acc[lane] += input[at + lane] * w[lane];
+                        }
+                    }
+                }
+                for (lane, a) in acc.iter_mut().enumerate() {
+                    *a = activate(*a, conv.slope[b * LANES + lane]);
+                }
+                out.store(b, y, x, &acc);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    //! AVX2 + FMA kernels. Every function here is `unsafe` for two reasons that its
+    //! callers in the parent module establish: the CPU has AVX2 and FMA (`Isa::detect`),
+    //! and the shapes passed the layer's `check`, so every pointer formed below stays
+    //! inside `input`, the weights, or a row the `RowsOut` owns.
+
+    use std::arch::x86_64::*;
+
+    use super::{Dense, Depthwise, Plane, RowsOut, LANES};
+
+    /// Output pixels per tile with two output blocks: 12 accumulators, 2 weight
+    /// registers and a broadcast fit the 16 YMM registers.
+    const PIXELS_2: usize = 6;
+    /// Output pixels per tile with one output block.
+    const PIXELS_1: usize = 12;
+
+    /// Per-call constants of one dense layer.
+    struct DenseArgs {
+        input: *const f32,
+        in_plane_len: usize,
+        in_row: usize,
+        in_blocks: usize,
+        /// Floats from one input pixel to the next (channels per input block).
+        in_lanes: usize,
+        in_channels: usize,
+        kernel: usize,
+        stride: usize,
+        weights: *const f32,
+        /// Floats from one output block's weights to the next.
+        w_block: usize,
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dense(
+        conv: &Dense,
+        input: &[f32],
+        in_plane: Plane,
+        out: &RowsOut,
+        out_block: usize,
+    ) {
+        let args = DenseArgs {
+            input: input.as_ptr(),
+            in_plane_len: in_plane.len(),
+            in_row: in_plane.row_len(),
+            in_blocks: conv.in_blocks(in_plane),
+            in_lanes: in_plane.lanes,
+            in_channels: conv.in_channels,
+            kernel: conv.kernel,
+            stride: conv.stride,
+            weights: conv.weights.as_ptr(),
+            w_block: conv.taps() * conv.in_channels * LANES,
+        };
+        let (off, s) = (conv.window_offset(), conv.stride);
+        let width = out.plane.width;
+        let out_blocks = conv.out_blocks();
+        for y in out.rows.clone() {
+            let mut ob = 0;
+            while ob < out_blocks {
+                let pair = out_blocks - ob >= 2;
+                let step = if pair { PIXELS_2 } else { PIXELS_1 };
+                let mut x = 0;
+                while x < width {
+                    let n = step.min(width - x);
+                    // SAFETY: (y * s + off, x * s + off) is the top-left of pixel x's
+                    // window in bordered input coordinates; `check` guarantees that
+                    // window and those of the next n - 1 pixels are inside the plane.
+                    let src = args
+                        .input
+                        .add((y * s + off) * args.in_row + (x * s + off) * args.in_lanes);
+                    let tile = Tile {
+                        src,
+                        weights: args.weights.add(ob * args.w_block),
+                        bias: conv.bias.as_ptr().add(ob * LANES),
+                        slope: conv.slope.as_ptr().add(ob * LANES),
+                        dst: out.pixel(out_block + ob, y, x),
+                        dst_block: out.plane.len(),
+                    };
+                    if pair {
+                        dispatch2(&args, &tile, n);
+                    } else {
+                        dispatch1(&args, &tile, n);
+                    }
+                    x += n;
+                }
+                ob += if pair { 2 } else { 1 };
+            }
+        }
+        // The last pixel written by each tile must lie in our rows: `out.pixel` checked
+        // the first; the tile's others are in the same row, x < width.
+    }
+
+    /// One tile's pointers: input window of its first pixel, its output block's
+    /// weights, bias, slope, and the output pixel.
+    struct Tile {
+        src: *const f32,
+        weights: *const f32,
+        bias: *const f32,
+        slope: *const f32,
+        dst: *mut f32,
+        dst_block: usize,
+    }
+
+    macro_rules! dispatch {
+        ($name:ident, $ob:literal, [$($p:literal)*]) => {
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn $name(args: &DenseArgs, tile: &Tile, pixels: usize) {
+                match pixels {
+                    $($p => dense_tile::<$p, $ob>(args, tile),)*
+                    _ => unreachable!("tile of {pixels} pixels"),
+                }
+            }
+        };
+    }
+    dispatch!(dispatch2, 2, [1 2 3 4 5 6]);
+    dispatch!(dispatch1, 1, [1 2 3 4 5 6 7 8 9 10 11 12]);
+
+    /// `P` output pixels of one row times `OB` output blocks, accumulated in registers
+    /// over every tap and input channel, then bias-added, activated and stored.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dense_tile<const P: usize, const OB: usize>(args: &DenseArgs, tile: &Tile) {
+        let mut acc = [[_mm256_setzero_ps(); OB]; P];
+        for (j, lane) in acc[0].iter_mut().enumerate() {
+            *lane = _mm256_loadu_ps(tile.bias.add(j * LANES));
+        }
+        for p in 1..P {
+            acc[p] = acc[0];
+        }
+        let step = args.stride * args.in_lanes;
+        let mut w = tile.weights;
+        for ky in 0..args.kernel {
+            for kx in 0..args.kernel {
+                let tap_src = tile.src.add(ky * args.in_row + kx * args.in_lanes);
+                for ib in 0..args.in_blocks {
+                    let src = tap_src.add(ib * args.in_plane_len);
+                    let lanes = (args.in_channels - ib * args.in_lanes).min(args.in_lanes);
+                    if lanes == LANES {
+                        for c in 0..LANES {
+                            fma_channel::<P, OB>(&mut acc, src.add(c), w, args.w_block, step);
+                            w = w.add(LANES);
+                        }
+                    } else {
+                        for c in 0..lanes {
+                            fma_channel::<P, OB>(&mut acc, src.add(c), w, args.w_block, step);
+                            w = w.add(LANES);
+                        }
+                    }
+                }
+            }
+        }
+        for j in 0..OB {
+            let slope = _mm256_loadu_ps(tile.slope.add(j * LANES));
+            for (p, pixel) in acc.iter().enumerate() {
+                let v = pixel[j];
+                let v = _mm256_max_ps(v, _mm256_mul_ps(v, slope));
+                _mm256_storeu_ps(tile.dst.add(j * tile.dst_block + p * LANES), v);
+            }
+        }
+    }
+
+    /// One input channel's contribution: its value at each of the P pixels times the
+    /// weight vectors of the OB output blocks.
+    #[inline(always)]
+    unsafe fn fma_channel<const P: usize, const OB: usize>(
+        acc: &mut [[__m256; OB]; P],
+        src: *const f32,
+        w: *const f32,
+        w_block: usize,
+        step: usize,
+    ) {
+        let mut wv = [_mm256_setzero_ps(); OB];
+        for (j, v) in wv.iter_mut().enumerate() {
+            *v = _mm256_loadu_ps(w.add(j * w_block));
+        }
+        for (p, pixel) in acc.iter_mut().enumerate() {
+            let x = _mm256_broadcast_ss(&*src.add(p * step));
+            for j in 0..OB {
+                pixel[j] = _mm256_fmadd_ps(x, wv[j], pixel[j]);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn depthwise(
+        conv: &Depthwise,
+        input: &[f32],
+        in_plane: Plane,
+        out: &RowsOut,
+    ) {
+        let s = conv.stride;
+        let row = in_plane.row_len();
+        let width = out.plane.width;
+        for b in 0..conv.blocks() {
+            let mut w = [_mm256_setzero_ps(); 9];
+            for (tap, v) in w.iter_mut().enumerate() {
+                *v = _mm256_loadu_ps(conv.weights.as_ptr().add((b * 9 + tap) * LANES));
+            }
+            let bias = _mm256_loadu_ps(conv.bias.as_ptr().add(b * LANES));
+            let slope = _mm256_loadu_ps(conv.slope.as_ptr().add(b * LANES));
+            let plane = input.as_ptr().add(b * in_plane.len());
+            for y in out.rows.clone() {
+                let dst = out.pixel(b, y, 0);
+                // SAFETY: the rows y*s..y*s+2 and columns x*s..x*s+2 (bordered) of an
+                // output pixel's window are inside the input plane (`check`).
+                let top = plane.add(y * s * row);
+                for x in 0..width {
+                    let src = top.add(x * s * LANES);
+                    let mut acc = bias;
+                    for ky in 0..3 {
+                        for kx in 0..3 {
+                            let v = _mm256_loadu_ps(src.add(ky * row + kx * LANES));
+                            acc = _mm256_fmadd_ps(v, w[ky * 3 + kx], acc);
+                        }
+                    }
+                    let acc = _mm256_max_ps(acc, _mm256_mul_ps(acc, slope));
+                    _mm256_storeu_ps(dst.add(x * LANES), acc);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each kernel against its scalar twin, and the scalar dense kernel against a naive
+    //! NCHW convolution, over random shapes, strides and channel counts.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    fn blocked(channels: usize, plane: Plane, values: &[f32]) -> Vec<f32> {
+        let mut data = vec![0f32; channels.div_ceil(plane.lanes) * plane.len()];
+        for c in 0..channels {
+            for y in 0..plane.height {
+                for x in 0..plane.width {
+                    data[plane.at(c / plane.lanes, y, x) + c % plane.lanes] =
+                        values[(c * plane.height + y) * plane.width + x];
+                }
+            }
+        }
+        data
+    }
+
+    fn run(plane: Plane, blocks: usize, threads: usize, f: impl Fn(&RowsOut) + Sync) -> Vec<f32> {
+        let mut out = vec![0f32; blocks * plane.len()];
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        parallel_rows(Some(&pool), &mut out, plane, f);
+        out
+    }
+
+    fn close(a: &[f32], b: &[f32]) -> Result<(), TestCaseError> {
+        prop_assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            prop_assert!(
+                (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                "at {}: {} vs {}",
+                i,
+                x,
+                y
+            );
+        }
+        Ok(())
+    }
+
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        // A small LCG: reproducible values in [-1, 1) without another dependency.
+        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        (0..len)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn dense_matches_scalar_and_naive(
+            in_channels in 1usize..40,
+            out_blocks in 1usize..5,
+            height in 1usize..12,
+            width in 1usize..30,
+            kernel in prop::sample::select(vec![1usize, 3]),
+            stride2 in any::<bool>(),
+            packed in any::<bool>(),
+            threads in 1usize..4,
+            seed in any::<u64>(),
+        ) {
+            let stride = if kernel == 3 && stride2 { 2 } else { 1 };
+            // `packed`: three channels per pixel, as the RGB input is stored.
+            let in_plane = Plane { height, width, lanes: if packed { 3 } else { LANES } };
+            let out_plane = in_plane.strided(stride);
+            let out_channels = out_blocks * LANES;
+            let pixels = values(in_channels * height * width, seed);
+            let nchw_w = values(out_channels * in_channels * kernel * kernel, seed ^ 1);
+            let bias = values(out_channels, seed ^ 2);
+            let slope: Vec<f32> = (0..out_channels).map(|c| [0.0, 0.1, 1.0][c % 3]).collect();
+            // Pack [oc][ic][ky][kx] into [ob][tap][ic][lane].
+            let taps = kernel * kernel;
+            let mut packed = vec![0f32; nchw_w.len()];
+            for oc in 0..out_channels {
+                for ic in 0..in_channels {
+                    for tap in 0..taps {
+                        packed[(((oc / LANES) * taps + tap) * in_channels + ic) * LANES + oc % LANES] =
+                            nchw_w[(oc * in_channels + ic) * taps + tap];
+                    }
+                }
+            }
+            let conv = Dense { weights: &packed, bias: &bias, slope: &slope, in_channels, kernel, stride };
+            let input = blocked(in_channels, in_plane, &pixels);
+            let scalar = run(out_plane, out_blocks, 1, |o| dense(Isa::Scalar, &conv, &input, in_plane, o, 0));
+            let fast = run(out_plane, out_blocks, threads, |o| dense(Isa::detect(), &conv, &input, in_plane, o, 0));
+            close(&fast, &scalar)?;
+
+            // Naive NCHW convolution with zero padding.
+            let pad = kernel / 2;
+            let mut naive = vec![0f32; out_channels * out_plane.height * out_plane.width];
+            for oc in 0..out_channels {
+                for oy in 0..out_plane.height {
+                    for ox in 0..out_plane.width {
+                        let mut sum = bias[oc];
+                        for ic in 0..in_channels {
+                            for ky in 0..kernel {
+                                for kx in 0..kernel {
+                                    let iy = (oy * stride + ky) as isize - pad as isize;
+                                    let ix = (ox * stride + kx) as isize - pad as isize;
+                                    if iy < 0 || ix < 0 || iy >= height as isize || ix >= width as isize {
+                                        continue;
+                                    }
+                                    sum += pixels[(ic * height + iy as usize) * width + ix as usize]
+                                        * nchw_w[((oc * in_channels + ic) * kernel + ky) * kernel + kx];
+                                }
+                            }
+                        }
+                        naive[(oc * out_plane.height + oy) * out_plane.width + ox] = activate(sum, slope[oc]);
+                    }
+                }
+            }
+            close(&scalar, &blocked(out_channels, out_plane, &naive))?;
+        }
+
+        #[test]
+        fn depthwise_matches_scalar_and_naive(
+            blocks in 1usize..4,
+            height in 1usize..14,
+            width in 1usize..30,
+            stride in 1usize..3,
+            threads in 1usize..4,
+            seed in any::<u64>(),
+        ) {
+            let channels = blocks * LANES;
+            let in_plane = Plane::blocked(height, width);
+            let out_plane = in_plane.strided(stride);
+            let pixels = values(channels * height * width, seed);
+            let nchw_w = values(channels * 9, seed ^ 1);
+            let bias = values(channels, seed ^ 2);
+            let slope: Vec<f32> = (0..channels).map(|c| [0.1, 1.0, 0.0][c % 3]).collect();
+            let mut packed = vec![0f32; nchw_w.len()];
+            for c in 0..channels {
+                for tap in 0..9 {
+                    packed[((c / LANES) * 9 + tap) * LANES + c % LANES] = nchw_w[c * 9 + tap];
+                }
+            }
+            let conv = Depthwise { weights: &packed, bias: &bias, slope: &slope, stride };
+            let input = blocked(channels, in_plane, &pixels);
+            let scalar = run(out_plane, blocks, 1, |o| depthwise(Isa::Scalar, &conv, &input, in_plane, o));
+            let fast = run(out_plane, blocks, threads, |o| depthwise(Isa::detect(), &conv, &input, in_plane, o));
+            close(&fast, &scalar)?;
+
+            let mut naive = vec![0f32; channels * out_plane.height * out_plane.width];
+            for c in 0..channels {
+                for oy in 0..out_plane.height {
+                    for ox in 0..out_plane.width {
+                        let mut sum = bias[c];
+                        for ky in 0..3 {
+                            for kx in 0..3 {
+                                let iy = (oy * stride + ky) as isize - 1;
+                                let ix = (ox * stride + kx) as isize - 1;
+                                if iy < 0 || ix < 0 || iy >= height as isize || ix >= width as isize {
+                                    continue;
+                                }
+                                sum += pixels[(c * height + iy as usize) * width + ix as usize] * nchw_w[c * 9 + ky * 3 + kx];
+                            }
+                        }
+                        naive[(c * out_plane.height + oy) * out_plane.width + ox] = activate(sum, slope[c]);
+                    }
+                }
+            }
+            close(&scalar, &blocked(channels, out_plane, &naive))?;
+        }
+    }
+
+    #[test]
+    fn rows_out_refuses_rows_it_does_not_own() {
+        let plane = Plane::blocked(4, 3);
+        let mut out = vec![0f32; plane.len()];
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            parallel_rows(None, &mut out, plane, |o| {
+                let narrowed = RowsOut {
+                    ptr: o.ptr,
+                    len: o.len,
+                    plane,
+                    rows: 0..2,
+                    _output: PhantomData,
+                };
+                narrowed.store(0, 3, 0, &[1.0; LANES]);
+            })
+        }));
+        assert!(result.is_err());
+        assert!(out.iter().all(|&v| v == 0.0));
+    }
+}

@@ -1,0 +1,804 @@
+//! The native engine: our one network (RetinaFace, MobileNet-0.25 backbone) written
+//! out in Rust over hand-written AVX2 kernels, with its weights read from the same
+//! embedded ONNX file the other engines load.
+//!
+//! Why it exists: no general engine gets near the hardware on this network (rten
+//! 0.27 is about 3x slower than onnxruntime, tract slower still); see the README.
+//!
+//! The graph, as the ONNX file has it (BatchNorm already folded into the convolutions):
+//! - backbone: a 3x3 stride-2 convolution, then 13 depthwise-separable blocks
+//!   (depthwise 3x3 + pointwise 1x1, LeakyReLU(0.1) after each), whose outputs at
+//!   strides 8, 16 and 32 (64, 128, 256 channels) feed
+//! - an FPN: a 1x1 lateral to 64 channels per level; the coarser level, upsampled 2x
+//!   (nearest), is added to the finer one, which a 3x3 "merge" convolution smooths;
+//! - an SSH context module per level: branches of one, two and three 3x3
+//!   convolutions (32 + 16 + 16 channels, the second and third sharing their first
+//!   convolution), concatenated, ReLU;
+//! - heads per level: 1x1 convolutions for class scores (2 anchors x 2), boxes
+//!   (2 x 4) and landmarks (2 x 10), here fused into one 32-channel convolution;
+//!   softmax over the two class scores.
+//!
+//! Every activation is fused into the convolution that precedes it, the SSH concat is
+//! free (each branch writes its own channel blocks of one map), and all buffers live
+//! in an [`Arena`] sized for the input shape and reused from call to call.
+
+mod kernels;
+mod onnx;
+
+use std::sync::Mutex;
+
+use rayon::ThreadPool;
+
+use crate::DetectError;
+use kernels::{parallel_rows, Dense, Depthwise, Isa, Plane, LANES};
+use onnx::Graph;
+
+/// Whether this CPU runs the native engine (AVX2 and FMA).
+pub(crate) fn available() -> bool {
+    Isa::detect() != Isa::Scalar
+}
+
+/// A dense convolution's packed weights (see [`Dense`]).
+struct DenseLayer {
+    weights: Vec<f32>,
+    bias: Vec<f32>,
+    slope: Vec<f32>,
+    in_channels: usize,
+    kernel: usize,
+    stride: usize,
+}
+
+impl DenseLayer {
+    fn conv(&self) -> Dense<'_> {
+        Dense {
+            weights: &self.weights,
+            bias: &self.bias,
+            slope: &self.slope,
+            in_channels: self.in_channels,
+            kernel: self.kernel,
+            stride: self.stride,
+        }
+    }
+    fn out_blocks(&self) -> usize {
+        self.bias.len() / LANES
+    }
+}
+
+/// A depthwise convolution's packed weights (see [`Depthwise`]).
+struct DepthwiseLayer {
+    weights: Vec<f32>,
+    bias: Vec<f32>,
+    slope: Vec<f32>,
+    stride: usize,
+}
+
+impl DepthwiseLayer {
+    fn conv(&self) -> Depthwise<'_> {
+        Depthwise {
+            weights: &self.weights,
+            bias: &self.bias,
+            slope: &self.slope,
+            stride: self.stride,
+        }
+    }
+}
+
+/// The SSH context module of one level. The concat's channels are, in order,
+/// `conv3` (32), `conv5_2` (16) and `conv7_3` (16).
+struct Ssh {
+    conv3: DenseLayer,
+    conv5_1: DenseLayer,
+    conv5_2: DenseLayer,
+    conv7_2: DenseLayer,
+    conv7_3: DenseLayer,
+}
+
+/// Name of the convolution output of ONNX node `path` as the exporter wrote it.
+fn conv_name(path: &str) -> String {
+    format!("{path}/Conv_output_0")
+}
+
+/// The activation slope after convolution output `name`: the LeakyReLU's alpha,
+/// 0 for a ReLU (directly, or after the SSH concat), 1 for none.
+fn slope_after(graph: &Graph, name: &str) -> f32 {
+    for node in graph.consumers(name) {
+        match node.op.as_str() {
+            "LeakyRelu" => return node.floats.get("alpha").copied().unwrap_or(0.01),
+            "Relu" => return 0.0,
+            "Concat" => {
+                let out = &node.outputs[0];
+                if graph.consumers(out).any(|n| n.op == "Relu") {
+                    return 0.0;
+                }
+            }
+            _ => {}
+        }
+    }
+    1.0
+}
+
+fn model_error(what: String) -> DetectError {
+    DetectError::Inference(format!("native engine: {what}"))
+}
+
+/// The Conv node producing `output`, its weight and bias, checked against what the
+/// network expects: `kernel`x`kernel`, `group` (1 or the channel count), `stride`.
+fn conv_node<'a>(
+    graph: &'a Graph,
+    output: &str,
+    kernel: usize,
+    depthwise: bool,
+) -> Result<(&'a onnx::Tensor, &'a onnx::Tensor, usize), DetectError> {
+    let node = graph
+        .producer(output)
+        .filter(|n| n.op == "Conv")
+        .ok_or_else(|| model_error(format!("no convolution {output}")))?;
+    let int = |name: &str| node.ints.get(name).cloned().unwrap_or_default();
+    let weight = graph.weight(&node.inputs[1])?;
+    let bias = graph.weight(node.inputs.get(2).map(String::as_str).unwrap_or(""))?;
+    let strides = int("strides");
+    let stride = strides.first().copied().unwrap_or(1) as usize;
+    let group = int("group").first().copied().unwrap_or(1) as usize;
+    let pad = int("pads").first().copied().unwrap_or(0) as usize;
+    let [out_c, in_c, kh, kw] = weight.dims[..] else {
+        return Err(model_error(format!("{output}: weight is not 4-D")));
+    };
+    let expected_group = if depthwise { out_c } else { 1 };
+    let ok = kh == kernel
+        && kw == kernel
+        && group == expected_group
+        && (!depthwise || in_c == 1)
+        && strides.iter().all(|&s| s as usize == stride)
+        && pad == kernel / 2
+        && int("pads").iter().all(|&p| p as usize == pad)
+        && int("dilations").iter().all(|&d| d == 1)
+        && bias.dims == [out_c];
+    if !ok {
+        return Err(model_error(format!(
+            "{output}: unexpected convolution {:?} group {group} strides {strides:?}",
+            weight.dims
+        )));
+    }
+    Ok((weight, bias, stride))
+}
+
+/// Packs ONNX `[oc][ic][k][k]` convolutions (concatenated along oc, zero-padded to a
+/// whole block) into `[out block][tap][ic][lane]`.
+fn dense_layer(graph: &Graph, outputs: &[&str], kernel: usize) -> Result<DenseLayer, DetectError> {
+    let mut parts = Vec::new();
+    for &output in outputs {
+        let (weight, bias, stride) = conv_node(graph, output, kernel, false)?;
+        parts.push((weight, bias, stride, slope_after(graph, output)));
+    }
+    let in_channels = parts[0].0.dims[1];
+    let stride = parts[0].2;
+    if parts
+        .iter()
+        .any(|p| p.0.dims[1] != in_channels || p.2 != stride)
+    {
+        return Err(model_error(format!("{outputs:?} cannot be fused")));
+    }
+    let out_channels: usize = parts.iter().map(|p| p.0.dims[0]).sum();
+    let blocks = out_channels.div_ceil(LANES);
+    let taps = kernel * kernel;
+    let mut weights = vec![0f32; blocks * taps * in_channels * LANES];
+    let (mut bias, mut slope) = (vec![0f32; blocks * LANES], vec![1f32; blocks * LANES]);
+    let mut oc = 0;
+    for (w, b, _, s) in parts {
+        for local in 0..w.dims[0] {
+            for ic in 0..in_channels {
+                for tap in 0..taps {
+                    weights
+                        [(((oc / LANES) * taps + tap) * in_channels + ic) * LANES + oc % LANES] =
+                        w.data[(local * in_channels + ic) * taps + tap];
+                }
+            }
+            bias[oc] = b.data[local];
+            slope[oc] = s;
+            oc += 1;
+        }
+    }
+    Ok(DenseLayer {
+        weights,
+        bias,
+        slope,
+        in_channels,
+        kernel,
+        stride,
+    })
+}
+
+fn depthwise_layer(graph: &Graph, output: &str) -> Result<DepthwiseLayer, DetectError> {
+    let (w, b, stride) = conv_node(graph, output, 3, true)?;
+    let channels = w.dims[0];
+    if channels % LANES != 0 {
+        return Err(model_error(format!("{output}: {channels} channels")));
+    }
+    let mut weights = vec![0f32; channels * 9];
+    for c in 0..channels {
+        for tap in 0..9 {
+            weights[((c / LANES) * 9 + tap) * LANES + c % LANES] = w.data[c * 9 + tap];
+        }
+    }
+    Ok(DepthwiseLayer {
+        weights,
+        bias: b.data.clone(),
+        slope: vec![slope_after(graph, output); channels],
+        stride,
+    })
+}
+
+/// The network, loaded; `infer` may run from several threads at once.
+pub(crate) struct NativeNetwork {
+    isa: Isa,
+    pool: Option<ThreadPool>,
+    stem: DenseLayer,
+    /// Depthwise + pointwise pairs; the outputs after `LEVEL_ENDS` feed the FPN.
+    blocks: Vec<(DepthwiseLayer, DenseLayer)>,
+    lateral: [DenseLayer; 3],
+    /// Merge convolutions of levels 0 (stride 8) and 1 (stride 16).
+    merge: [DenseLayer; 2],
+    ssh: [Ssh; 3],
+    heads: [DenseLayer; 3],
+    arenas: Mutex<Vec<Arena>>,
+}
+
+/// Backbone block indices (into `NativeNetwork::blocks`) whose outputs are the
+/// stride-8, -16 and -32 feature maps.
+const LEVEL_ENDS: [usize; 3] = [4, 10, 12];
+
+impl NativeNetwork {
+    /// Reads the network's weights from the ONNX file. Fails where the CPU lacks
+    /// AVX2/FMA or the file is not the network this code expects.
+    pub(crate) fn load(model: &[u8], threads: Option<usize>) -> Result<Self, DetectError> {
+        Self::load_with(model, threads, Isa::detect())
+    }
+
+    fn load_with(model: &[u8], threads: Option<usize>, isa: Isa) -> Result<Self, DetectError> {
+        let graph = Graph::parse(model)?;
+        let stem = dense_layer(&graph, &[&conv_name("/fx/stage1/stage1.0/stage1.0.0")], 3)?;
+        let mut blocks = Vec::new();
+        for (stage, range) in [(1, 1..=5), (2, 0..=5), (3, 0..=1)] {
+            for i in range {
+                let path = format!("/fx/stage{stage}/stage{stage}.{i}/stage{stage}.{i}");
+                let dw = depthwise_layer(
+                    &graph,
+                    &conv_name(&format!("{path}.0/stage{stage}.{i}.0.0")),
+                )?;
+                let pw = dense_layer(
+                    &graph,
+                    &[&conv_name(&format!("{path}.1/stage{stage}.{i}.1.0"))],
+                    1,
+                )?;
+                blocks.push((dw, pw));
+            }
+        }
+        let lateral = [1, 2, 3].map(|n| {
+            dense_layer(
+                &graph,
+                &[&conv_name(&format!("/fpn/output{n}/output{n}.0"))],
+                1,
+            )
+        });
+        let merge = [1, 2].map(|n| {
+            dense_layer(
+                &graph,
+                &[&conv_name(&format!("/fpn/merge{n}/merge{n}.0"))],
+                3,
+            )
+        });
+        let ssh = [1, 2, 3].map(|n| -> Result<Ssh, DetectError> {
+            let conv = |name: &str| {
+                dense_layer(
+                    &graph,
+                    &[&conv_name(&format!("/ssh{n}/{name}/{name}.0"))],
+                    3,
+                )
+            };
+            // The exporter wrote conv5X5_1 twice (once per branch), with the same
+            // weights; it is computed once here.
+            let first = conv_node(
+                &graph,
+                &conv_name(&format!("/ssh{n}/conv5X5_1/conv5X5_1.0")),
+                3,
+                false,
+            )?;
+            let again = conv_node(
+                &graph,
+                &conv_name(&format!("/ssh{n}/conv5X5_1/conv5X5_1.0_1")),
+                3,
+                false,
+            )?;
+            if first.0.data != again.0.data || first.1.data != again.1.data {
+                return Err(model_error(format!("ssh{n}: the two conv5X5_1 differ")));
+            }
+            Ok(Ssh {
+                conv3: conv("conv3X3")?,
+                conv5_1: conv("conv5X5_1")?,
+                conv5_2: conv("conv5X5_2")?,
+                conv7_2: conv("conv7X7_2")?,
+                conv7_3: conv("conv7x7_3")?,
+            })
+        });
+        let heads = [0, 1, 2].map(|n| {
+            let names = ["class_head", "bbox_head", "landmark_head"]
+                .map(|head| conv_name(&format!("/{head}/{head}.{n}")));
+            dense_layer(&graph, &names.each_ref().map(String::as_str), 1)
+        });
+        let [l0, l1, l2] = lateral;
+        let [m0, m1] = merge;
+        let [s0, s1, s2] = ssh;
+        let [h0, h1, h2] = heads;
+        let network = Self {
+            isa,
+            pool: match threads.unwrap_or_else(default_threads) {
+                0 | 1 => None,
+                n => Some(
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads(n)
+                        .thread_name(|i| format!("faces-native-{i}"))
+                        .build()
+                        .map_err(|e| model_error(e.to_string()))?,
+                ),
+            },
+            stem,
+            blocks,
+            lateral: [l0?, l1?, l2?],
+            merge: [m0?, m1?],
+            ssh: [s0?, s1?, s2?],
+            heads: [h0?, h1?, h2?],
+            arenas: Mutex::new(Vec::new()),
+        };
+        network.check_shapes()?;
+        Ok(network)
+    }
+
+    /// The channel counts chain from layer to layer as `forward` assumes.
+    fn check_shapes(&self) -> Result<(), DetectError> {
+        let fpn = 64;
+        let mut ok = self.stem.in_channels == 3 && self.stem.stride == 2;
+        let mut channels = self.stem.out_blocks() * LANES;
+        let mut level_channels = Vec::new();
+        for (i, (dw, pw)) in self.blocks.iter().enumerate() {
+            ok &= dw.bias.len() == channels && pw.in_channels == channels;
+            channels = pw.out_blocks() * LANES;
+            if LEVEL_ENDS.contains(&i) {
+                level_channels.push(channels);
+            }
+        }
+        for (lateral, &channels) in self.lateral.iter().zip(&level_channels) {
+            ok &= lateral.in_channels == channels && lateral.out_blocks() * LANES == fpn;
+        }
+        for merge in &self.merge {
+            ok &= merge.in_channels == fpn && merge.out_blocks() * LANES == fpn;
+        }
+        for s in &self.ssh {
+            let branch = s.conv5_1.out_blocks() * LANES;
+            ok &= s.conv3.in_channels == fpn
+                && s.conv5_1.in_channels == fpn
+                && s.conv5_2.in_channels == branch
+                && s.conv7_2.in_channels == branch
+                && s.conv7_3.in_channels == s.conv7_2.out_blocks() * LANES
+                && (s.conv3.out_blocks() + s.conv5_2.out_blocks() + s.conv7_3.out_blocks()) * LANES
+                    == fpn;
+        }
+        for head in &self.heads {
+            ok &= head.in_channels == fpn && head.bias.len() == HEAD_CHANNELS;
+        }
+        if ok {
+            Ok(())
+        } else {
+            Err(model_error(
+                "the model's layers do not chain as expected".into(),
+            ))
+        }
+    }
+
+    /// Runs the network on an RGB image (already padded to a multiple of 32) and
+    /// returns boxes, class probabilities and landmarks, flattened as the ONNX
+    /// model's `loc`, `conf` and `landmarks` outputs.
+    pub(crate) fn infer(
+        &self,
+        rgb: &[u8],
+        width: usize,
+        height: usize,
+        padded_w: usize,
+        padded_h: usize,
+    ) -> Result<[Vec<f32>; 3], DetectError> {
+        if padded_w % 32 != 0 || padded_h % 32 != 0 || width > padded_w || height > padded_h {
+            return Err(model_error(format!(
+                "input {padded_w}x{padded_h} not aligned"
+            )));
+        }
+        let arena = {
+            let mut pool = self
+                .arenas
+                .lock()
+                .map_err(|_| model_error("arena lock".into()))?;
+            let at = pool.iter().position(|a| a.shape == (padded_h, padded_w));
+            match at.or(pool.len().checked_sub(1)) {
+                Some(i) => pool.swap_remove(i),
+                None => Arena::default(),
+            }
+        };
+        let mut arena = arena;
+        arena.prepare(self, padded_h, padded_w);
+        arena.fill_input(rgb, width, height);
+        self.forward(&mut arena);
+        let outputs = arena.outputs();
+        if let Ok(mut pool) = self.arenas.lock() {
+            pool.push(arena);
+        }
+        Ok(outputs)
+    }
+
+    fn forward(&self, a: &mut Arena) {
+        let pool = self.pool.as_ref();
+        let isa = self.isa;
+        let dense = |layer: &DenseLayer,
+                     input: &[f32],
+                     in_plane: Plane,
+                     out: &mut [f32],
+                     out_block: usize| {
+            let plane = in_plane.strided(layer.stride);
+            let conv = layer.conv();
+            parallel_rows(pool, out, plane, |rows| {
+                kernels::dense(isa, &conv, input, in_plane, rows, out_block)
+            });
+        };
+        let depthwise =
+            |layer: &DepthwiseLayer, input: &[f32], in_plane: Plane, out: &mut [f32]| {
+                let conv = layer.conv();
+                parallel_rows(pool, out, in_plane.strided(layer.stride), |rows| {
+                    kernels::depthwise(isa, &conv, input, in_plane, rows)
+                });
+            };
+
+        // Backbone: ping-pong between two scratch maps; level outputs go to their own
+        // maps, which the next block then reads.
+        let Arena {
+            input,
+            ping,
+            pong,
+            levels,
+            lateral,
+            merged,
+            ssh,
+            heads,
+            ..
+        } = a;
+        let mut plane = input.plane;
+        dense(&self.stem, &input.data, plane, &mut ping.data, 0);
+        plane = plane.strided(self.stem.stride);
+        zero_border(&mut ping.data, plane, self.stem.out_blocks());
+        let mut source_level: Option<usize> = None;
+        for (i, (dw, pw)) in self.blocks.iter().enumerate() {
+            let source: &[f32] = match source_level {
+                Some(n) => &levels[n].data,
+                None => &ping.data,
+            };
+            depthwise(dw, source, plane, &mut pong.data);
+            plane = plane.strided(dw.stride);
+            zero_border(&mut pong.data, plane, dw.bias.len() / LANES);
+            if let Some(n) = LEVEL_ENDS.iter().position(|&end| end == i) {
+                dense(pw, &pong.data, plane, &mut levels[n].data, 0);
+                source_level = Some(n);
+            } else {
+                dense(pw, &pong.data, plane, &mut ping.data, 0);
+                zero_border(&mut ping.data, plane, pw.out_blocks());
+                source_level = None;
+            }
+        }
+
+        // FPN: laterals, then top-down: upsample, add, merge.
+        for n in 0..3 {
+            dense(
+                &self.lateral[n],
+                &levels[n].data,
+                levels[n].plane,
+                &mut lateral[n].data,
+                0,
+            );
+        }
+        let (fine, coarse) = lateral.split_at_mut(2);
+        add_upsampled(&mut fine[1], &coarse[0]);
+        dense(
+            &self.merge[1],
+            &fine[1].data,
+            fine[1].plane,
+            &mut merged[1].data,
+            0,
+        );
+        add_upsampled(&mut fine[0], &merged[1]);
+        dense(
+            &self.merge[0],
+            &fine[0].data,
+            fine[0].plane,
+            &mut merged[0].data,
+            0,
+        );
+
+        // SSH and heads per level; level 2's SSH reads the stride-32 lateral directly.
+        for n in 0..3 {
+            let source = if n < 2 { &merged[n] } else { &lateral[2] };
+            let s = &self.ssh[n];
+            let (p, scratch) = (source.plane, &mut ssh[n]);
+            let (t1, t2) = (&mut scratch.t1, &mut scratch.t2);
+            let out = &mut scratch.out;
+            dense(&s.conv3, &source.data, p, &mut out.data, 0);
+            dense(&s.conv5_1, &source.data, p, &mut t1.data, 0);
+            dense(&s.conv5_2, &t1.data, p, &mut out.data, s.conv3.out_blocks());
+            dense(&s.conv7_2, &t1.data, p, &mut t2.data, 0);
+            dense(
+                &s.conv7_3,
+                &t2.data,
+                p,
+                &mut out.data,
+                s.conv3.out_blocks() + s.conv5_2.out_blocks(),
+            );
+            dense(&self.heads[n], &out.data, p, &mut heads[n].data, 0);
+        }
+    }
+}
+
+/// Channels of the fused head: class (2 anchors x 2), boxes (2 x 4), landmarks (2 x 10).
+const HEAD_CHANNELS: usize = 32;
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A feature map whose plane is known once the arena is prepared.
+#[derive(Default)]
+struct FixedMap {
+    plane: Plane,
+    data: Vec<f32>,
+}
+
+impl FixedMap {
+    fn resize(&mut self, plane: Plane, blocks: usize) {
+        self.plane = plane;
+        self.data.clear();
+        self.data.resize(blocks * plane.len(), 0.0);
+    }
+}
+
+#[derive(Default)]
+struct SshScratch {
+    t1: FixedMap,
+    t2: FixedMap,
+    out: FixedMap,
+}
+
+/// Every buffer one inference needs, sized for one padded input shape. Resizing
+/// keeps the allocations, so an arena stops growing once it has seen its largest
+/// shape.
+#[derive(Default)]
+struct Arena {
+    shape: (usize, usize),
+    /// The RGB input, packed three floats per pixel (BGR, means removed).
+    input: FixedMap,
+    ping: FixedMap,
+    pong: FixedMap,
+    levels: [FixedMap; 3],
+    lateral: [FixedMap; 3],
+    merged: [FixedMap; 2],
+    ssh: [SshScratch; 3],
+    heads: [FixedMap; 3],
+}
+
+/// Per-channel means in BGR order, subtracted as in the original training code.
+const MEAN_BGR: [f32; 3] = [104.0, 117.0, 123.0];
+
+impl Arena {
+    /// Sizes every buffer for a `height` x `width` input (both multiples of 32),
+    /// zeroed, unless it already is.
+    fn prepare(&mut self, net: &NativeNetwork, height: usize, width: usize) {
+        if self.shape == (height, width) {
+            return;
+        }
+        self.shape = (height, width);
+        let image = Plane {
+            height,
+            width,
+            lanes: 3,
+        };
+        self.input.resize(image, 1);
+        // Sizes of the ping-pong maps: the largest map each holds.
+        let mut plane = image.strided(net.stem.stride);
+        let (mut ping, mut pong) = (net.stem.out_blocks() * plane.len(), 0);
+        let mut level_planes = Vec::new();
+        for (i, (dw, pw)) in net.blocks.iter().enumerate() {
+            plane = plane.strided(dw.stride);
+            pong = pong.max(dw.bias.len() / LANES * plane.len());
+            ping = ping.max(pw.out_blocks() * plane.len());
+            if LEVEL_ENDS.contains(&i) {
+                level_planes.push((plane, pw.out_blocks()));
+            }
+        }
+        self.ping.resize(plane, 0);
+        self.ping.data.resize(ping, 0.0);
+        self.pong.resize(plane, 0);
+        self.pong.data.resize(pong, 0.0);
+        for (n, &(plane, blocks)) in level_planes.iter().enumerate() {
+            self.levels[n].resize(plane, blocks);
+            self.lateral[n].resize(plane, net.lateral[n].out_blocks());
+            self.heads[n].resize(plane, HEAD_CHANNELS / LANES);
+            let s = &net.ssh[n];
+            let scratch = &mut self.ssh[n];
+            scratch.t1.resize(plane, s.conv5_1.out_blocks());
+            scratch.t2.resize(plane, s.conv7_2.out_blocks());
+            scratch.out.resize(
+                plane,
+                s.conv3.out_blocks() + s.conv5_2.out_blocks() + s.conv7_3.out_blocks(),
+            );
+            if n < 2 {
+                self.merged[n].resize(plane, net.merge[n].out_blocks());
+            }
+        }
+    }
+
+    /// Writes the image into the input map: BGR, means removed, zeros right and below.
+    fn fill_input(&mut self, rgb: &[u8], width: usize, height: usize) {
+        let plane = self.input.plane;
+        let data = &mut self.input.data;
+        for y in 0..plane.height {
+            let row = &mut data[plane.at(0, y, 0)..][..plane.width * 3];
+            if y >= height {
+                row.fill(0.0);
+                continue;
+            }
+            let (image, padding) = row.split_at_mut(width * 3);
+            for (out, px) in image
+                .chunks_exact_mut(3)
+                .zip(rgb[y * width * 3..][..width * 3].chunks_exact(3))
+            {
+                out[0] = f32::from(px[2]) - MEAN_BGR[0];
+                out[1] = f32::from(px[1]) - MEAN_BGR[1];
+                out[2] = f32::from(px[0]) - MEAN_BGR[2];
+            }
+            padding.fill(0.0);
+        }
+    }
+
+    /// The heads' maps as the ONNX outputs: for each level, row, column and anchor,
+    /// 4 box values, 2 class probabilities (softmax) and 10 landmark values.
+    fn outputs(&self) -> [Vec<f32>; 3] {
+        let anchors: usize = self
+            .heads
+            .iter()
+            .map(|h| 2 * h.plane.height * h.plane.width)
+            .sum();
+        let (mut boxes, mut scores, mut landmarks) = (
+            Vec::with_capacity(anchors * 4),
+            Vec::with_capacity(anchors * 2),
+            Vec::with_capacity(anchors * 10),
+        );
+        for head in &self.heads {
+            let plane = head.plane;
+            let channel =
+                |c: usize, y: usize, x: usize| head.data[plane.at(c / LANES, y, x) + c % LANES];
+            for y in 0..plane.height {
+                for x in 0..plane.width {
+                    for anchor in 0..2 {
+                        let (a, b) = (channel(anchor * 2, y, x), channel(anchor * 2 + 1, y, x));
+                        let top = a.max(b);
+                        let (ea, eb) = ((a - top).exp(), (b - top).exp());
+                        scores.push(ea / (ea + eb));
+                        scores.push(eb / (ea + eb));
+                        boxes.extend((0..4).map(|k| channel(4 + anchor * 4 + k, y, x)));
+                        landmarks.extend((0..10).map(|k| channel(12 + anchor * 10 + k, y, x)));
+                    }
+                }
+            }
+        }
+        [boxes, scores, landmarks]
+    }
+}
+
+/// Zeroes the one-pixel border of `blocks` planes: a scratch map reused at another
+/// size holds stale values where the border now lies.
+fn zero_border(data: &mut [f32], plane: Plane, blocks: usize) {
+    let row = plane.row_len();
+    for b in 0..blocks {
+        let block = &mut data[b * plane.len()..][..plane.len()];
+        block[..row].fill(0.0);
+        block[(plane.height + 1) * row..].fill(0.0);
+        for y in 1..=plane.height {
+            block[y * row..][..LANES].fill(0.0);
+            block[y * row + (plane.width + 1) * LANES..][..LANES].fill(0.0);
+        }
+    }
+}
+
+/// `fine += nearest 2x upsampling of coarse` over the interior.
+fn add_upsampled(fine: &mut FixedMap, coarse: &FixedMap) {
+    let (fp, cp) = (fine.plane, coarse.plane);
+    debug_assert!(fp.height == cp.height * 2 && fp.width == cp.width * 2);
+    let blocks = fine.data.len() / fp.len();
+    for b in 0..blocks {
+        for y in 0..fp.height {
+            let dst = &mut fine.data[fp.at(b, y, 0)..][..fp.width * LANES];
+            let src = &coarse.data[cp.at(b, y / 2, 0)..][..cp.width * LANES];
+            for (x, pixel) in dst.chunks_exact_mut(LANES).enumerate() {
+                for (d, s) in pixel.iter_mut().zip(&src[(x / 2) * LANES..][..LANES]) {
+                    *d += s;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The native engine against `rten` on real photos: raw outputs within 1e-3.
+
+    use std::path::PathBuf;
+
+    use image::RgbImage;
+
+    use super::*;
+    use crate::retinaface::{model_onnx, to_tensor, RtenNetwork};
+
+    fn photo(path: &str) -> RgbImage {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/data")
+            .join(path);
+        image::open(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .to_rgb8()
+    }
+
+    fn compare(native: &NativeNetwork, rten: &RtenNetwork, image: &RgbImage) {
+        let (w, h) = (image.width() as usize, image.height() as usize);
+        let (pw, ph) = (w.div_ceil(32).max(1) * 32, h.div_ceil(32).max(1) * 32);
+        let ours = native.infer(image.as_raw(), w, h, pw, ph).unwrap();
+        let reference = rten.infer(to_tensor(image, pw, ph), ph, pw).unwrap();
+        for (name, (a, b)) in ["boxes", "scores", "landmarks"]
+            .iter()
+            .zip(ours.iter().zip(&reference))
+        {
+            assert_eq!(a.len(), b.len(), "{name} at {w}x{h}");
+            let worst = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f32::max);
+            assert!(worst <= 1e-3, "{name} at {w}x{h}: differs by {worst}");
+        }
+    }
+
+    #[test]
+    fn raw_outputs_match_rten_on_real_photos() {
+        let native = NativeNetwork::load(model_onnx(), Some(2)).unwrap();
+        let rten = RtenNetwork::load(Some(1)).unwrap();
+        let group = photo("known_counts/fr_obama_and_biden.jpg");
+        compare(&native, &rten, &group);
+        // Odd sizes (padded to 32), the smallest input, and a grayscale photo.
+        let odd = image::imageops::crop_imm(&group, 13, 7, 333, 257).to_image();
+        compare(&native, &rten, &odd);
+        compare(
+            &native,
+            &rten,
+            &image::imageops::resize(&group, 32, 32, image::imageops::FilterType::Triangle),
+        );
+        compare(&native, &rten, &photo("known_counts/skimage_camera.png"));
+        // Shapes alternate, so the arena is resized both ways and reused.
+        compare(&native, &rten, &group);
+        compare(&native, &rten, &odd);
+    }
+
+    #[test]
+    fn one_thread_and_scalar_kernels_agree_with_avx2_on_two_threads() {
+        let image = photo("known_counts/fr_two_people.jpg");
+        let (w, h) = (image.width() as usize, image.height() as usize);
+        let (pw, ph) = (w.div_ceil(32) * 32, h.div_ceil(32) * 32);
+        let two = NativeNetwork::load(model_onnx(), Some(2)).unwrap();
+        let scalar = NativeNetwork::load_with(model_onnx(), Some(1), Isa::Scalar).unwrap();
+        let a = two.infer(image.as_raw(), w, h, pw, ph).unwrap();
+        let b = scalar.infer(image.as_raw(), w, h, pw, ph).unwrap();
+        for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
+            assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{x} vs {y}");
+        }
+    }
+}
