@@ -171,6 +171,12 @@ impl Detector {
         self.engine
     }
 
+    /// One network pass over `image` at its own size with each layer kind timed
+    /// (the native engine only; `None` on the others). For benchmarks.
+    pub fn profile(&self, image: &RgbImage) -> Result<Option<Vec<crate::LayerTime>>, DetectError> {
+        self.network.profile(image)
+    }
+
     /// Finds the faces in an upright RGB image, best first. CPU-bound: call it
     /// from a blocking thread, not an async task.
     pub fn detect(&self, image: &RgbImage) -> Result<Vec<Face>, DetectError> {

@@ -33,3 +33,4 @@ pub use draw::{box_thickness, draw_faces, encode_jpeg};
 pub use error::DetectError;
 pub use geometry::Face;
 pub use image::{guess_format, ImageFormat, RgbImage};
+pub use native::{fma_peak_gflops, LayerKind, LayerTime};

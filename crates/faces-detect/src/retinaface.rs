@@ -116,6 +116,29 @@ impl RtenNetwork {
 }
 
 impl RetinaFace {
+    /// Times the native engine's layer kinds on `image` at its own size; `None` on
+    /// the other engines.
+    pub(crate) fn profile(
+        &self,
+        image: &RgbImage,
+    ) -> Result<Option<Vec<crate::LayerTime>>, DetectError> {
+        let RetinaFace::Native(network) = self else {
+            return Ok(None);
+        };
+        let (width, height) = image.dimensions();
+        let padded_w = width.div_ceil(INPUT_ALIGN).max(1) as usize * INPUT_ALIGN as usize;
+        let padded_h = height.div_ceil(INPUT_ALIGN).max(1) as usize * INPUT_ALIGN as usize;
+        network
+            .profile(
+                image.as_raw(),
+                width as usize,
+                height as usize,
+                padded_w,
+                padded_h,
+            )
+            .map(Some)
+    }
+
     /// Runs the network on `image` (any size; padded to a multiple of 32 on the
     /// right and bottom) and returns every candidate scoring at least `threshold`,
     /// in pixels of `image`.

@@ -61,9 +61,10 @@ pub struct Config {
     /// Longest side the detector runs at.
     #[arg(long, env = "FACES_MAX_INPUT_SIDE", default_value_t = 4096)]
     pub max_input_side: u32,
-    /// Inference engine: rten (pure Rust) or onnxruntime (a build with the
-    /// `onnxruntime` feature, library from ORT_DYLIB_PATH).
-    #[arg(long, env = "FACES_DETECTOR_ENGINE", default_value = "rten")]
+    /// Inference engine: native (this network over AVX2 kernels; rten on CPUs
+    /// without AVX2/FMA), rten (pure-Rust ONNX engine) or onnxruntime (a build with
+    /// the `onnxruntime` feature, library from ORT_DYLIB_PATH).
+    #[arg(long, env = "FACES_DETECTOR_ENGINE", default_value = "native")]
     pub detector_engine: Engine,
     /// Inference threads per worker.
     #[arg(long, env = "FACES_DETECTOR_THREADS", default_value_t = 1)]

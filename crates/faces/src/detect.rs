@@ -38,9 +38,10 @@ pub struct DetectArgs {
     /// Inference threads (default: one per physical core).
     #[arg(long)]
     threads: Option<usize>,
-    /// Inference engine: rten (pure Rust) or onnxruntime (needs the `onnxruntime`
-    /// cargo feature and ORT_DYLIB_PATH).
-    #[arg(long, env = "FACES_DETECTOR_ENGINE", default_value = "rten")]
+    /// Inference engine: native (this network over AVX2 kernels; rten on CPUs
+    /// without AVX2/FMA), rten (pure-Rust ONNX engine) or onnxruntime (needs the
+    /// `onnxruntime` cargo feature and ORT_DYLIB_PATH).
+    #[arg(long, env = "FACES_DETECTOR_ENGINE", default_value = "native")]
     engine: Engine,
     /// Largest image accepted, in pixels (width x height).
     #[arg(long, default_value_t = 100_000_000)]
@@ -138,6 +139,13 @@ pub fn run(args: DetectArgs) -> Result<bool> {
         threads: args.threads,
         engine: args.engine,
     })?;
+    if detector.engine() != args.engine {
+        eprintln!(
+            "note: engine {:?} needs AVX2 and FMA, which this CPU lacks; running {:?}",
+            args.engine,
+            detector.engine()
+        );
+    }
     let limits = DecodeLimits {
         max_pixels: args.max_pixels,
     };

@@ -230,6 +230,25 @@ where
     }
 }
 
+/// Single-precision FMA throughput of one core, GFLOP/s: independent FMA chains on
+/// registers only, so neither memory nor latency limits it.
+pub(crate) fn fma_peak_gflops(isa: Isa) -> Option<f64> {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx2Fma` is only made where the CPU has AVX2 and FMA.
+        Isa::Avx2Fma => {
+            let iterations = 20_000_000u64;
+            let start = std::time::Instant::now();
+            let sink = unsafe { avx2::fma_loop(iterations) };
+            let seconds = start.elapsed().as_secs_f64();
+            std::hint::black_box(sink);
+            // 12 chains x 8 lanes x 2 flops per iteration.
+            Some((iterations * 12 * LANES as u64 * 2) as f64 / seconds / 1e9)
+        }
+        _ => None,
+    }
+}
+
 /// The activation: `max(x, slope * x)` is LeakyReLU for 0 <= slope <= 1.
 #[inline(always)]
 fn activate(x: f32, slope: f32) -> f32 {
@@ -505,6 +524,25 @@ mod avx2 {
                 pixel[j] = _mm256_fmadd_ps(x, wv[j], pixel[j]);
             }
         }
+    }
+
+    /// 12 independent FMA chains, enough to hide the FMA latency on two units.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn fma_loop(iterations: u64) -> f32 {
+        let mut acc = [_mm256_set1_ps(0.0); 12];
+        let (a, b) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+        for _ in 0..iterations {
+            for v in acc.iter_mut() {
+                *v = _mm256_fmadd_ps(*v, a, b);
+            }
+        }
+        let mut total = _mm256_setzero_ps();
+        for v in acc {
+            total = _mm256_add_ps(total, v);
+        }
+        let mut out = [0f32; LANES];
+        _mm256_storeu_ps(out.as_mut_ptr(), total);
+        out.iter().sum()
     }
 
     #[target_feature(enable = "avx2,fma")]

@@ -26,7 +26,9 @@ mod kernels;
 mod onnx;
 
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
+use rayon::prelude::*;
 use rayon::ThreadPool;
 
 use crate::DetectError;
@@ -36,6 +38,70 @@ use onnx::Graph;
 /// Whether this CPU runs the native engine (AVX2 and FMA).
 pub(crate) fn available() -> bool {
     Isa::detect() != Isa::Scalar
+}
+
+/// This core's single-precision FMA throughput in GFLOP/s (a register-only loop),
+/// the ceiling the kernels are measured against; `None` without AVX2/FMA.
+pub fn fma_peak_gflops() -> Option<f64> {
+    kernels::fma_peak_gflops(Isa::detect())
+}
+
+/// The layer kinds of the network, for profiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerKind {
+    /// The 3x3 stride-2 convolution of the 3-channel input.
+    FirstLayer,
+    /// Dense 3x3 convolutions (FPN merge, SSH).
+    Full3x3,
+    /// 1x1 convolutions (backbone pointwise, FPN laterals, heads).
+    Pointwise,
+    /// Depthwise 3x3 convolutions of the backbone.
+    Depthwise,
+    /// Everything else: input conversion, upsample + add, borders, head outputs.
+    Other,
+}
+
+impl LayerKind {
+    pub const ALL: [LayerKind; 5] = [
+        LayerKind::FirstLayer,
+        LayerKind::Full3x3,
+        LayerKind::Pointwise,
+        LayerKind::Depthwise,
+        LayerKind::Other,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            LayerKind::FirstLayer => "first layer",
+            LayerKind::Full3x3 => "full 3x3",
+            LayerKind::Pointwise => "pointwise 1x1",
+            LayerKind::Depthwise => "depthwise 3x3",
+            LayerKind::Other => "other",
+        }
+    }
+}
+
+/// Time and multiply-accumulates of one layer kind in one inference.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerTime {
+    pub kind: LayerKind,
+    pub macs: u64,
+    pub time: Duration,
+}
+
+/// Per-kind totals, filled while profiling.
+type Tally = Mutex<[(u64, Duration); 5]>;
+
+fn timed<R>(tally: Option<&Tally>, kind: LayerKind, macs: u64, f: impl FnOnce() -> R) -> R {
+    let Some(tally) = tally else { return f() };
+    let start = Instant::now();
+    let result = f();
+    let i = LayerKind::ALL.iter().position(|&k| k == kind).unwrap_or(4);
+    let Ok(mut tally) = tally.lock() else {
+        return result;
+    };
+    tally[i].0 += macs;
+    tally[i].1 += start.elapsed();
+    result
 }
 
 /// A dense convolution's packed weights (see [`Dense`]).
@@ -405,6 +471,41 @@ impl NativeNetwork {
         padded_w: usize,
         padded_h: usize,
     ) -> Result<[Vec<f32>; 3], DetectError> {
+        self.run(rgb, width, height, padded_w, padded_h, None)
+    }
+
+    /// `infer`, timing each layer kind.
+    pub(crate) fn profile(
+        &self,
+        rgb: &[u8],
+        width: usize,
+        height: usize,
+        padded_w: usize,
+        padded_h: usize,
+    ) -> Result<Vec<LayerTime>, DetectError> {
+        let tally = Tally::default();
+        let start = Instant::now();
+        self.run(rgb, width, height, padded_w, padded_h, Some(&tally))?;
+        let total = start.elapsed();
+        let mut times: Vec<LayerTime> = LayerKind::ALL
+            .iter()
+            .zip(tally.into_inner().unwrap_or_default())
+            .map(|(&kind, (macs, time))| LayerTime { kind, macs, time })
+            .collect();
+        let measured: Duration = times.iter().map(|t| t.time).sum();
+        times[4].time = total.saturating_sub(measured);
+        Ok(times)
+    }
+
+    fn run(
+        &self,
+        rgb: &[u8],
+        width: usize,
+        height: usize,
+        padded_w: usize,
+        padded_h: usize,
+        tally: Option<&Tally>,
+    ) -> Result<[Vec<f32>; 3], DetectError> {
         if padded_w % 32 != 0 || padded_h % 32 != 0 || width > padded_w || height > padded_h {
             return Err(model_error(format!(
                 "input {padded_w}x{padded_h} not aligned"
@@ -423,8 +524,16 @@ impl NativeNetwork {
         };
         let mut arena = arena;
         arena.prepare(self, padded_h, padded_w);
-        arena.fill_input(rgb, width, height);
-        self.forward(&mut arena);
+        // One entry into the pool for the whole pass: the layers' splits then start
+        // from a pool thread, without a cross-thread wake-up and wait per layer.
+        let mut pass = || {
+            arena.fill_input(rgb, width, height, self.pool.as_ref());
+            self.forward(&mut arena, tally);
+        };
+        match &self.pool {
+            Some(pool) => pool.install(pass),
+            None => pass(),
+        }
         let outputs = arena.outputs();
         if let Ok(mut pool) = self.arenas.lock() {
             pool.push(arena);
@@ -432,7 +541,7 @@ impl NativeNetwork {
         Ok(outputs)
     }
 
-    fn forward(&self, a: &mut Arena) {
+    fn forward(&self, a: &mut Arena, tally: Option<&Tally>) {
         let pool = self.pool.as_ref();
         let isa = self.isa;
         let dense = |layer: &DenseLayer,
@@ -442,15 +551,28 @@ impl NativeNetwork {
                      out_block: usize| {
             let plane = in_plane.strided(layer.stride);
             let conv = layer.conv();
-            parallel_rows(pool, out, plane, |rows| {
-                kernels::dense(isa, &conv, input, in_plane, rows, out_block)
+            let kind = match (layer.in_channels, layer.kernel) {
+                (3, _) => LayerKind::FirstLayer,
+                (_, 1) => LayerKind::Pointwise,
+                _ => LayerKind::Full3x3,
+            };
+            let taps = layer.kernel * layer.kernel;
+            let macs = plane.height * plane.width * layer.bias.len() * layer.in_channels * taps;
+            timed(tally, kind, macs as u64, || {
+                parallel_rows(pool, out, plane, |rows| {
+                    kernels::dense(isa, &conv, input, in_plane, rows, out_block)
+                })
             });
         };
         let depthwise =
             |layer: &DepthwiseLayer, input: &[f32], in_plane: Plane, out: &mut [f32]| {
                 let conv = layer.conv();
-                parallel_rows(pool, out, in_plane.strided(layer.stride), |rows| {
-                    kernels::depthwise(isa, &conv, input, in_plane, rows)
+                let plane = in_plane.strided(layer.stride);
+                let macs = plane.height * plane.width * layer.bias.len() * 9;
+                timed(tally, LayerKind::Depthwise, macs as u64, || {
+                    parallel_rows(pool, out, plane, |rows| {
+                        kernels::depthwise(isa, &conv, input, in_plane, rows)
+                    })
                 });
             };
 
@@ -556,10 +678,12 @@ struct FixedMap {
 }
 
 impl FixedMap {
+    /// Sizes the map for `blocks` planes with zero borders. The interior keeps stale
+    /// values: every layer writes the whole interior of its output before it is read.
     fn resize(&mut self, plane: Plane, blocks: usize) {
         self.plane = plane;
-        self.data.clear();
         self.data.resize(blocks * plane.len(), 0.0);
+        zero_border(&mut self.data, plane, blocks);
     }
 }
 
@@ -592,7 +716,7 @@ const MEAN_BGR: [f32; 3] = [104.0, 117.0, 123.0];
 
 impl Arena {
     /// Sizes every buffer for a `height` x `width` input (both multiples of 32),
-    /// zeroed, unless it already is.
+    /// unless it already is.
     fn prepare(&mut self, net: &NativeNetwork, height: usize, width: usize) {
         if self.shape == (height, width) {
             return;
@@ -616,9 +740,8 @@ impl Arena {
                 level_planes.push((plane, pw.out_blocks()));
             }
         }
-        self.ping.resize(plane, 0);
+        // Their borders are zeroed after each layer, for that layer's plane.
         self.ping.data.resize(ping, 0.0);
-        self.pong.resize(plane, 0);
         self.pong.data.resize(pong, 0.0);
         for (n, &(plane, blocks)) in level_planes.iter().enumerate() {
             self.levels[n].resize(plane, blocks);
@@ -638,26 +761,32 @@ impl Arena {
         }
     }
 
-    /// Writes the image into the input map: BGR, means removed, zeros right and below.
-    fn fill_input(&mut self, rgb: &[u8], width: usize, height: usize) {
+    /// Writes the image into the input map: BGR, means removed, zeros right and
+    /// below; rows split across the pool's threads.
+    fn fill_input(&mut self, rgb: &[u8], width: usize, height: usize, pool: Option<&ThreadPool>) {
         let plane = self.input.plane;
-        let data = &mut self.input.data;
-        for y in 0..plane.height {
-            let row = &mut data[plane.at(0, y, 0)..][..plane.width * 3];
+        let row_len = plane.row_len();
+        // Bordered rows 1..=height of the plane; each starts with one border pixel.
+        let interior = &mut self.input.data[row_len..][..plane.height * row_len];
+        let fill = |(y, row): (usize, &mut [f32])| {
+            let row = &mut row[3..][..plane.width * 3];
             if y >= height {
-                row.fill(0.0);
-                continue;
+                return row.fill(0.0);
             }
             let (image, padding) = row.split_at_mut(width * 3);
-            for (out, px) in image
-                .chunks_exact_mut(3)
-                .zip(rgb[y * width * 3..][..width * 3].chunks_exact(3))
-            {
+            let source = &rgb[y * width * 3..][..width * 3];
+            for (out, px) in image.chunks_exact_mut(3).zip(source.chunks_exact(3)) {
                 out[0] = f32::from(px[2]) - MEAN_BGR[0];
                 out[1] = f32::from(px[1]) - MEAN_BGR[1];
                 out[2] = f32::from(px[0]) - MEAN_BGR[2];
             }
             padding.fill(0.0);
+        };
+        match pool {
+            Some(pool) => {
+                pool.install(|| interior.par_chunks_mut(row_len).enumerate().for_each(fill))
+            }
+            None => interior.chunks_mut(row_len).enumerate().for_each(fill),
         }
     }
 
@@ -676,18 +805,22 @@ impl Arena {
         );
         for head in &self.heads {
             let plane = head.plane;
-            let channel =
-                |c: usize, y: usize, x: usize| head.data[plane.at(c / LANES, y, x) + c % LANES];
+            let mut pixel = [0f32; HEAD_CHANNELS];
             for y in 0..plane.height {
                 for x in 0..plane.width {
+                    for (b, lanes) in pixel.chunks_exact_mut(LANES).enumerate() {
+                        lanes.copy_from_slice(&head.data[plane.at(b, y, x)..][..LANES]);
+                    }
+                    // Channels: class (anchor, 2), boxes (anchor, 4), landmarks (anchor, 10).
+                    let (class, rest) = pixel.split_at(4);
+                    let (boxes_of, landmarks_of) = rest.split_at(8);
                     for anchor in 0..2 {
-                        let (a, b) = (channel(anchor * 2, y, x), channel(anchor * 2 + 1, y, x));
+                        let (a, b) = (class[anchor * 2], class[anchor * 2 + 1]);
                         let top = a.max(b);
                         let (ea, eb) = ((a - top).exp(), (b - top).exp());
-                        scores.push(ea / (ea + eb));
-                        scores.push(eb / (ea + eb));
-                        boxes.extend((0..4).map(|k| channel(4 + anchor * 4 + k, y, x)));
-                        landmarks.extend((0..10).map(|k| channel(12 + anchor * 10 + k, y, x)));
+                        scores.extend([ea / (ea + eb), eb / (ea + eb)]);
+                        boxes.extend_from_slice(&boxes_of[anchor * 4..][..4]);
+                        landmarks.extend_from_slice(&landmarks_of[anchor * 10..][..10]);
                     }
                 }
             }
@@ -699,14 +832,14 @@ impl Arena {
 /// Zeroes the one-pixel border of `blocks` planes: a scratch map reused at another
 /// size holds stale values where the border now lies.
 fn zero_border(data: &mut [f32], plane: Plane, blocks: usize) {
-    let row = plane.row_len();
+    let (row, lanes) = (plane.row_len(), plane.lanes);
     for b in 0..blocks {
         let block = &mut data[b * plane.len()..][..plane.len()];
         block[..row].fill(0.0);
         block[(plane.height + 1) * row..].fill(0.0);
         for y in 1..=plane.height {
-            block[y * row..][..LANES].fill(0.0);
-            block[y * row + (plane.width + 1) * LANES..][..LANES].fill(0.0);
+            block[y * row..][..lanes].fill(0.0);
+            block[y * row + (plane.width + 1) * lanes..][..lanes].fill(0.0);
         }
     }
 }
