@@ -40,7 +40,7 @@ fi
 GARAGE=$(command -v garage || echo "${CARGO_HOME:-$HOME/.cargo}/bin/garage")
 if [[ ! -x $GARAGE ]]; then
   log "installing garage 2.5.0 with cargo (a debug build takes ~6-7 min on 2 cores)"
-  cargo install garage --version 2.5.0 --locked --no-default-features \
+  env -u CARGO_TARGET_DIR cargo install garage --version 2.5.0 --locked --no-default-features \
     --features bundled-libs,lmdb,sqlite --debug >&2
 fi
 garage() { "$GARAGE" "$@"; }

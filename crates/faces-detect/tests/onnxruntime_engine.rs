@@ -1,4 +1,4 @@
-//! The optional ONNX Runtime engine gives the same faces as the pure-Rust one.
+//! The optional ONNX Runtime engine gives the same faces as the pure-Rust ones.
 //! Runs with `--features onnxruntime` and `ORT_DYLIB_PATH` pointing at libonnxruntime.
 #![cfg(feature = "onnxruntime")]
 
@@ -7,9 +7,14 @@ use std::path::PathBuf;
 use faces_detect::{decode, DecodeLimits, Detector, DetectorConfig, Engine};
 
 #[test]
-fn onnxruntime_and_rten_agree_on_real_photos() {
+fn onnxruntime_native_and_rten_agree_on_real_photos() {
     let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/known_counts");
-    let rten = Detector::new(DetectorConfig::default()).unwrap();
+    let native = Detector::new(DetectorConfig::default()).unwrap();
+    let rten = Detector::new(DetectorConfig {
+        engine: Engine::Rten,
+        ..DetectorConfig::default()
+    })
+    .unwrap();
     let ort = Detector::new(DetectorConfig {
         engine: Engine::OnnxRuntime,
         ..DetectorConfig::default()
@@ -26,11 +31,13 @@ fn onnxruntime_and_rten_agree_on_real_photos() {
             &DecodeLimits::default(),
         )
         .unwrap();
-        let (a, b) = (rten.detect(&image).unwrap(), ort.detect(&image).unwrap());
-        assert_eq!(a.len(), b.len(), "{name}");
-        for face in &a {
-            let best = b.iter().map(|other| other.iou(face)).fold(0.0, f32::max);
-            assert!(best > 0.98, "{name}: {face:?} has no twin (IoU {best})");
+        let b = ort.detect(&image).unwrap();
+        for a in [native.detect(&image).unwrap(), rten.detect(&image).unwrap()] {
+            assert_eq!(a.len(), b.len(), "{name}");
+            for face in &a {
+                let best = b.iter().map(|other| other.iou(face)).fold(0.0, f32::max);
+                assert!(best > 0.98, "{name}: {face:?} has no twin (IoU {best})");
+            }
         }
     }
 }

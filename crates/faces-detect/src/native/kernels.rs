@@ -106,7 +106,7 @@ impl Dense<'_> {
             self.kernel == 3 || self.stride == 1,
             "1x1 convolutions are stride 1"
         );
-        assert!(self.in_channels > 0 && self.bias.len() % LANES == 0);
+        assert!(self.in_channels > 0 && self.bias.len().is_multiple_of(LANES));
         assert_eq!(self.slope.len(), self.bias.len());
         assert_eq!(
             self.weights.len(),
@@ -138,7 +138,7 @@ impl Depthwise<'_> {
             "stride {}",
             self.stride
         );
-        assert!(self.bias.len() % LANES == 0 && self.slope.len() == self.bias.len());
+        assert!(self.bias.len().is_multiple_of(LANES) && self.slope.len() == self.bias.len());
         assert_eq!(self.weights.len(), self.blocks() * 9 * LANES);
         assert_eq!(in_plane.lanes, LANES);
         assert!(input.len() >= self.blocks() * in_plane.len());

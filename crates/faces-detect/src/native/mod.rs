@@ -506,7 +506,11 @@ impl NativeNetwork {
         padded_h: usize,
         tally: Option<&Tally>,
     ) -> Result<[Vec<f32>; 3], DetectError> {
-        if padded_w % 32 != 0 || padded_h % 32 != 0 || width > padded_w || height > padded_h {
+        if !padded_w.is_multiple_of(32)
+            || !padded_h.is_multiple_of(32)
+            || width > padded_w
+            || height > padded_h
+        {
             return Err(model_error(format!(
                 "input {padded_w}x{padded_h} not aligned"
             )));
