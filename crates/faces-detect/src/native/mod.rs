@@ -531,6 +531,7 @@ impl NativeNetwork {
         // One entry into the pool for the whole pass: the layers' splits then start
         // from a pool thread, without a cross-thread wake-up and wait per layer.
         let mut pass = || {
+            arena.lend_pong_to_input();
             arena.fill_input(rgb, width, height, self.pool.as_ref());
             self.forward(&mut arena, tally);
         };
@@ -595,6 +596,7 @@ impl NativeNetwork {
         } = a;
         let mut plane = input.plane;
         dense(&self.stem, &input.data, plane, &mut ping.data, 0);
+        pong.data = std::mem::take(&mut input.data);
         plane = plane.strided(self.stem.stride);
         zero_border(&mut ping.data, plane, self.stem.out_blocks());
         let mut source_level: Option<usize> = None;
@@ -615,6 +617,11 @@ impl NativeNetwork {
                 source_level = None;
             }
         }
+
+        // The scratch maps are idle from here on: level 0, the largest, keeps its
+        // lateral, merged and SSH maps in them.
+        lend(ping, &mut lateral[0], levels[0].plane);
+        lend(pong, &mut merged[0], levels[0].plane);
 
         // FPN: laterals, then top-down: upsample, add, merge.
         for n in 0..3 {
@@ -644,6 +651,9 @@ impl NativeNetwork {
             0,
         );
 
+        // lateral[0] is dead now; its buffer takes level 0's SSH output.
+        lend(&mut lateral[0], &mut ssh[0].out, levels[0].plane);
+
         // SSH and heads per level; level 2's SSH reads the stride-32 lateral directly.
         for n in 0..3 {
             let source = if n < 2 { &merged[n] } else { &lateral[2] };
@@ -664,7 +674,17 @@ impl NativeNetwork {
             );
             dense(&self.heads[n], &out.data, p, &mut heads[n].data, 0);
         }
+        ping.data = std::mem::take(&mut ssh[0].out.data);
+        pong.data = std::mem::take(&mut merged[0].data);
     }
+}
+
+/// Moves `from`'s buffer (at least as long as `to` needs) to `to`, framed for `plane`.
+fn lend(from: &mut FixedMap, to: &mut FixedMap, plane: Plane) {
+    to.data = std::mem::take(&mut from.data);
+    to.plane = plane;
+    let blocks = to.data.len() / plane.len();
+    zero_border(&mut to.data, plane, blocks);
 }
 
 /// Channels of the fused head: class (2 anchors x 2), boxes (2 x 4), landmarks (2 x 10).
@@ -731,10 +751,11 @@ impl Arena {
             width,
             lanes: 3,
         };
-        self.input.resize(image, 1);
-        // Sizes of the ping-pong maps: the largest map each holds.
+        self.input.plane = image;
+        // Sizes of the ping-pong maps: the largest map each holds. Pong first holds
+        // the input; after the backbone they hold level 0's FPN and SSH maps.
         let mut plane = image.strided(net.stem.stride);
-        let (mut ping, mut pong) = (net.stem.out_blocks() * plane.len(), 0);
+        let (mut ping, mut pong) = (net.stem.out_blocks() * plane.len(), image.len());
         let mut level_planes = Vec::new();
         for (i, (dw, pw)) in net.blocks.iter().enumerate() {
             plane = plane.strided(dw.stride);
@@ -744,11 +765,25 @@ impl Arena {
                 level_planes.push((plane, pw.out_blocks()));
             }
         }
+        let level0 = level_planes[0].0.len()
+            * net.lateral[0].out_blocks().max(
+                net.ssh[0].conv3.out_blocks()
+                    + net.ssh[0].conv5_2.out_blocks()
+                    + net.ssh[0].conv7_3.out_blocks(),
+            );
         // Their borders are zeroed after each layer, for that layer's plane.
-        self.ping.data.resize(ping, 0.0);
-        self.pong.data.resize(pong, 0.0);
+        self.ping.data.resize(ping.max(level0), 0.0);
+        self.pong.data.resize(pong.max(level0), 0.0);
         for (n, &(plane, blocks)) in level_planes.iter().enumerate() {
             self.levels[n].resize(plane, blocks);
+            if n == 0 {
+                // Level 0's lateral, merged and SSH output maps borrow ping and pong.
+                self.heads[n].resize(plane, HEAD_CHANNELS / LANES);
+                let s = &net.ssh[n];
+                self.ssh[n].t1.resize(plane, s.conv5_1.out_blocks());
+                self.ssh[n].t2.resize(plane, s.conv7_2.out_blocks());
+                continue;
+            }
             self.lateral[n].resize(plane, net.lateral[n].out_blocks());
             self.heads[n].resize(plane, HEAD_CHANNELS / LANES);
             let s = &net.ssh[n];
@@ -763,6 +798,12 @@ impl Arena {
                 self.merged[n].resize(plane, net.merge[n].out_blocks());
             }
         }
+    }
+
+    /// Gives pong's buffer to the input map (the stem gives it back), borders zeroed.
+    fn lend_pong_to_input(&mut self) {
+        let plane = self.input.plane;
+        lend(&mut self.pong, &mut self.input, plane);
     }
 
     /// Writes the image into the input map: BGR, means removed, zeros right and
@@ -852,7 +893,8 @@ fn zero_border(data: &mut [f32], plane: Plane, blocks: usize) {
 fn add_upsampled(fine: &mut FixedMap, coarse: &FixedMap) {
     let (fp, cp) = (fine.plane, coarse.plane);
     debug_assert!(fp.height == cp.height * 2 && fp.width == cp.width * 2);
-    let blocks = fine.data.len() / fp.len();
+    // `fine` may be a lent, longer buffer; `coarse` is sized exactly.
+    let blocks = coarse.data.len() / cp.len();
     for b in 0..blocks {
         for y in 0..fp.height {
             let dst = &mut fine.data[fp.at(b, y, 0)..][..fp.width * LANES];
