@@ -12,7 +12,7 @@ use crate::{DetectError, Face};
 static MODEL_ONNX: &[u8] = include_bytes!("../model/retinaface_mnet025.onnx");
 
 /// Per-channel means in BGR order, subtracted as in the original training code.
-const MEAN_BGR: [f32; 3] = [104.0, 117.0, 123.0];
+pub(crate) const MEAN_BGR: [f32; 3] = [104.0, 117.0, 123.0];
 /// Feature map strides and the two anchor sizes of each.
 const ANCHORS: [(usize, [f32; 2]); 3] =
     [(8, [16.0, 32.0]), (16, [64.0, 128.0]), (32, [256.0, 512.0])];

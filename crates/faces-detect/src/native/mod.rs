@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 use rayon::ThreadPool;
 
+use crate::retinaface::MEAN_BGR;
 use crate::DetectError;
 use kernels::{parallel_rows, Dense, Depthwise, Isa, Plane, LANES};
 use onnx::Graph;
@@ -734,9 +735,6 @@ struct Arena {
     ssh: [SshScratch; 3],
     heads: [FixedMap; 3],
 }
-
-/// Per-channel means in BGR order, subtracted as in the original training code.
-const MEAN_BGR: [f32; 3] = [104.0, 117.0, 123.0];
 
 impl Arena {
     /// Sizes every buffer for a `height` x `width` input (both multiples of 32),
