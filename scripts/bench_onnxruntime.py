@@ -160,10 +160,7 @@ def main(argv=None) -> int:
         large = width * height >= LARGE_PIXELS
         repeat = max(3, args.repeat // 3) if large else args.repeat
         for threads in args.threads:
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-            session = ort.InferenceSession(WEIGHTS, opts, providers=["CPUExecutionProvider"])
+            session = make_session(ort, WEIGHTS, threads)
             # detect_faces reads the module global (and only creates one if it is None).
             retinaface.ONNX_SESSION = session
 
@@ -205,6 +202,13 @@ def main(argv=None) -> int:
     return 0
 
 
+def make_session(ort, weights, threads):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(weights, opts, providers=["CPUExecutionProvider"])
+
+
 def run_folder(args, cv2, ort, retinaface, weights) -> int:
     extensions = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
     files = sorted(p for p in Path(args.folder).rglob("*") if p.suffix.lower() in extensions)
@@ -212,12 +216,7 @@ def run_folder(args, cv2, ort, retinaface, weights) -> int:
         print(f"error: no images in {args.folder}", file=sys.stderr)
         return 2
     for threads in args.threads:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        retinaface.ONNX_SESSION = ort.InferenceSession(
-            weights, opts, providers=["CPUExecutionProvider"]
-        )
+        retinaface.ONNX_SESSION = make_session(ort, weights, threads)
         faces = 0
         t0 = time.perf_counter()
         for path in files:

@@ -88,7 +88,7 @@ pub struct DetectorConfig {
     pub mode: Mode,
     /// Longest side the network is run at, summed over tiles (bounds work on huge images).
     pub max_input_side: u32,
-    /// Inference threads; `None` uses one per physical core.
+    /// Inference threads; `None` uses one per core (native: per CPU the OS reports; rten: per physical core).
     pub threads: Option<usize>,
     pub engine: Engine,
 }
@@ -169,6 +169,16 @@ impl Detector {
     /// becomes `Rten` on a CPU without AVX2 and FMA.
     pub fn engine(&self) -> Engine {
         self.engine
+    }
+
+    /// Why the engine running is not the configured one, for the log; `None` when it is.
+    pub fn engine_fallback(&self) -> Option<String> {
+        (self.engine != self.config.engine).then(|| {
+            format!(
+                "engine {:?} needs AVX2 and FMA, which this CPU lacks; running {:?}",
+                self.config.engine, self.engine
+            )
+        })
     }
 
     /// One network pass over `image` at its own size with each layer kind timed

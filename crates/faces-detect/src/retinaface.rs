@@ -21,6 +21,13 @@ const SIZE_VARIANCE: f32 = 0.2;
 /// Input sides must be multiples of the coarsest stride.
 pub(crate) const INPUT_ALIGN: u32 = 32;
 
+/// The network's input size for `image`: its sides rounded up to [`INPUT_ALIGN`]
+/// (zeros right and below), as (width, height).
+pub(crate) fn padded_size(image: &RgbImage) -> (usize, usize) {
+    let align = |side: u32| (side.div_ceil(INPUT_ALIGN).max(1) * INPUT_ALIGN) as usize;
+    (align(image.width()), align(image.height()))
+}
+
 /// The model bytes, for engines that load it themselves.
 pub(crate) fn model_onnx() -> &'static [u8] {
     MODEL_ONNX
@@ -125,18 +132,7 @@ impl RetinaFace {
         let RetinaFace::Native(network) = self else {
             return Ok(None);
         };
-        let (width, height) = image.dimensions();
-        let padded_w = width.div_ceil(INPUT_ALIGN).max(1) as usize * INPUT_ALIGN as usize;
-        let padded_h = height.div_ceil(INPUT_ALIGN).max(1) as usize * INPUT_ALIGN as usize;
-        network
-            .profile(
-                image.as_raw(),
-                width as usize,
-                height as usize,
-                padded_w,
-                padded_h,
-            )
-            .map(Some)
+        network.profile(image).map(Some)
     }
 
     /// Runs the network on `image` (any size; padded to a multiple of 32 on the
@@ -148,17 +144,9 @@ impl RetinaFace {
         threshold: f32,
     ) -> Result<Vec<Face>, DetectError> {
         let inference = |e: &dyn std::fmt::Display| DetectError::Inference(e.to_string());
-        let (width, height) = image.dimensions();
-        let padded_w = width.div_ceil(INPUT_ALIGN).max(1) as usize * INPUT_ALIGN as usize;
-        let padded_h = height.div_ceil(INPUT_ALIGN).max(1) as usize * INPUT_ALIGN as usize;
+        let (padded_w, padded_h) = padded_size(image);
         let [boxes, scores, landmarks] = match self {
-            RetinaFace::Native(network) => network.infer(
-                image.as_raw(),
-                width as usize,
-                height as usize,
-                padded_w,
-                padded_h,
-            )?,
+            RetinaFace::Native(network) => network.infer(image)?,
             RetinaFace::Rten(network) => {
                 network.infer(to_tensor(image, padded_w, padded_h), padded_h, padded_w)?
             }

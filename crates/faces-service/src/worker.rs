@@ -50,13 +50,8 @@ pub async fn run(state: Arc<AppState>, number: usize, mut shutdown: watch::Recei
         Err(error) => return tracing::error!(%error, "worker {number}: detector failed to load"),
     };
     let lease = Duration::from_secs(state.config.job_lease_secs.max(1));
-    let configured = detector.config().engine;
-    if detector.engine() != configured {
-        tracing::warn!(
-            worker = number,
-            "engine {configured:?} needs AVX2 and FMA, which this CPU lacks; running {:?}",
-            detector.engine()
-        );
+    if let Some(fallback) = detector.engine_fallback() {
+        tracing::warn!(worker = number, "{fallback}");
     }
     tracing::debug!(worker = number, engine = ?detector.engine(), "worker ready");
     while !*shutdown.borrow() {

@@ -191,12 +191,8 @@ fn layer_table(args: &DetectorBenchArgs, photo: &image::DynamicImage) -> Result<
                     .collect();
                 let macs = runs[0].get(k).map_or(0, |t| t.macs);
                 let ms = median(times);
-                let per_thread = if macs > 0 {
-                    2.0 * macs as f64 / (ms / 1000.0) / 1e9 / threads as f64
-                } else {
-                    0.0
-                };
                 let (gflops, share) = if macs > 0 {
+                    let per_thread = 2.0 * macs as f64 / (ms / 1000.0) / 1e9 / threads as f64;
                     (
                         format!("{per_thread:.1}"),
                         format!("{:.0} %", 100.0 * per_thread / peak),

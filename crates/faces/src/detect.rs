@@ -139,12 +139,8 @@ pub fn run(args: DetectArgs) -> Result<bool> {
         threads: args.threads,
         engine: args.engine,
     })?;
-    if detector.engine() != args.engine {
-        eprintln!(
-            "note: engine {:?} needs AVX2 and FMA, which this CPU lacks; running {:?}",
-            args.engine,
-            detector.engine()
-        );
+    if let Some(fallback) = detector.engine_fallback() {
+        eprintln!("note: {fallback}");
     }
     let limits = DecodeLimits {
         max_pixels: args.max_pixels,

@@ -206,28 +206,27 @@ pub(crate) fn parallel_rows<F>(pool: Option<&ThreadPool>, output: &mut [f32], pl
 where
     F: Fn(&RowsOut) + Sync,
 {
+    // The one pointer all holders write through, taken from the exclusive borrow.
+    let (ptr, len) = (output.as_mut_ptr(), output.len());
     let make = |rows: Range<usize>| RowsOut {
-        ptr: output.as_ptr() as *mut f32,
-        len: output.len(),
+        ptr,
+        len,
         plane,
         rows,
         _output: PhantomData,
     };
-    let threads = pool.map_or(1, ThreadPool::current_num_threads);
-    if threads <= 1 || plane.height < 2 {
+    let pool = pool.filter(|p| p.current_num_threads() > 1 && plane.height > 1);
+    let Some(pool) = pool else {
         return work(&make(0..plane.height));
-    }
+    };
     // A few ranges per thread even out rows of unequal cost.
-    let chunks = (threads * 3).min(plane.height);
+    let chunks = (pool.current_num_threads() * 3).min(plane.height);
     let per = plane.height.div_ceil(chunks);
-    let ranges: Vec<Range<usize>> = (0..plane.height)
+    let outs: Vec<RowsOut> = (0..plane.height)
         .step_by(per)
-        .map(|start| start..(start + per).min(plane.height))
+        .map(|start| make(start..(start + per).min(plane.height)))
         .collect();
-    let outs: Vec<RowsOut> = ranges.into_iter().map(make).collect();
-    if let Some(pool) = pool {
-        pool.install(|| outs.par_iter().for_each(&work));
-    }
+    pool.install(|| outs.par_iter().for_each(&work));
 }
 
 /// Single-precision FMA throughput of one core, GFLOP/s: independent FMA chains on

@@ -28,10 +28,11 @@ mod onnx;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use image::RgbImage;
 use rayon::prelude::*;
 use rayon::ThreadPool;
 
-use crate::retinaface::MEAN_BGR;
+use crate::retinaface::{padded_size, MEAN_BGR};
 use crate::DetectError;
 use kernels::{parallel_rows, Dense, Depthwise, Isa, Plane, LANES};
 use onnx::Graph;
@@ -140,6 +141,9 @@ struct DepthwiseLayer {
 }
 
 impl DepthwiseLayer {
+    fn blocks(&self) -> usize {
+        self.bias.len() / LANES
+    }
     fn conv(&self) -> Depthwise<'_> {
         Depthwise {
             weights: &self.weights,
@@ -158,6 +162,13 @@ struct Ssh {
     conv5_2: DenseLayer,
     conv7_2: DenseLayer,
     conv7_3: DenseLayer,
+}
+
+impl Ssh {
+    /// Channel blocks of the concat: the three branches side by side.
+    fn out_blocks(&self) -> usize {
+        self.conv3.out_blocks() + self.conv5_2.out_blocks() + self.conv7_3.out_blocks()
+    }
 }
 
 /// Name of the convolution output of ONNX node `path` as the exporter wrote it.
@@ -446,8 +457,7 @@ impl NativeNetwork {
                 && s.conv5_2.in_channels == branch
                 && s.conv7_2.in_channels == branch
                 && s.conv7_3.in_channels == s.conv7_2.out_blocks() * LANES
-                && (s.conv3.out_blocks() + s.conv5_2.out_blocks() + s.conv7_3.out_blocks()) * LANES
-                    == fpn;
+                && s.out_blocks() * LANES == fpn;
         }
         for head in &self.heads {
             ok &= head.in_channels == fpn && head.bias.len() == HEAD_CHANNELS;
@@ -461,32 +471,18 @@ impl NativeNetwork {
         }
     }
 
-    /// Runs the network on an RGB image (already padded to a multiple of 32) and
-    /// returns boxes, class probabilities and landmarks, flattened as the ONNX
-    /// model's `loc`, `conf` and `landmarks` outputs.
-    pub(crate) fn infer(
-        &self,
-        rgb: &[u8],
-        width: usize,
-        height: usize,
-        padded_w: usize,
-        padded_h: usize,
-    ) -> Result<[Vec<f32>; 3], DetectError> {
-        self.run(rgb, width, height, padded_w, padded_h, None)
+    /// Runs the network on an RGB image (zero-padded to a multiple of 32 on the
+    /// right and bottom) and returns boxes, class probabilities and landmarks,
+    /// flattened as the ONNX model's `loc`, `conf` and `landmarks` outputs.
+    pub(crate) fn infer(&self, image: &RgbImage) -> Result<[Vec<f32>; 3], DetectError> {
+        self.run(image, None)
     }
 
     /// `infer`, timing each layer kind.
-    pub(crate) fn profile(
-        &self,
-        rgb: &[u8],
-        width: usize,
-        height: usize,
-        padded_w: usize,
-        padded_h: usize,
-    ) -> Result<Vec<LayerTime>, DetectError> {
+    pub(crate) fn profile(&self, image: &RgbImage) -> Result<Vec<LayerTime>, DetectError> {
         let tally = Tally::default();
         let start = Instant::now();
-        self.run(rgb, width, height, padded_w, padded_h, Some(&tally))?;
+        self.run(image, Some(&tally))?;
         let total = start.elapsed();
         let mut times: Vec<LayerTime> = LayerKind::ALL
             .iter()
@@ -498,24 +494,10 @@ impl NativeNetwork {
         Ok(times)
     }
 
-    fn run(
-        &self,
-        rgb: &[u8],
-        width: usize,
-        height: usize,
-        padded_w: usize,
-        padded_h: usize,
-        tally: Option<&Tally>,
-    ) -> Result<[Vec<f32>; 3], DetectError> {
-        if !padded_w.is_multiple_of(32)
-            || !padded_h.is_multiple_of(32)
-            || width > padded_w
-            || height > padded_h
-        {
-            return Err(model_error(format!(
-                "input {padded_w}x{padded_h} not aligned"
-            )));
-        }
+    fn run(&self, image: &RgbImage, tally: Option<&Tally>) -> Result<[Vec<f32>; 3], DetectError> {
+        let (padded_w, padded_h) = padded_size(image);
+        let (width, height) = (image.width() as usize, image.height() as usize);
+        let rgb = image.as_raw().as_slice();
         let arena = {
             let mut pool = self
                 .arenas
@@ -608,7 +590,7 @@ impl NativeNetwork {
             };
             depthwise(dw, source, plane, &mut pong.data);
             plane = plane.strided(dw.stride);
-            zero_border(&mut pong.data, plane, dw.bias.len() / LANES);
+            zero_border(&mut pong.data, plane, dw.blocks());
             if let Some(n) = LEVEL_ENDS.iter().position(|&end| end == i) {
                 dense(pw, &pong.data, plane, &mut levels[n].data, 0);
                 source_level = Some(n);
@@ -757,42 +739,32 @@ impl Arena {
         let mut level_planes = Vec::new();
         for (i, (dw, pw)) in net.blocks.iter().enumerate() {
             plane = plane.strided(dw.stride);
-            pong = pong.max(dw.bias.len() / LANES * plane.len());
+            pong = pong.max(dw.blocks() * plane.len());
             ping = ping.max(pw.out_blocks() * plane.len());
             if LEVEL_ENDS.contains(&i) {
                 level_planes.push((plane, pw.out_blocks()));
             }
         }
         let level0 = level_planes[0].0.len()
-            * net.lateral[0].out_blocks().max(
-                net.ssh[0].conv3.out_blocks()
-                    + net.ssh[0].conv5_2.out_blocks()
-                    + net.ssh[0].conv7_3.out_blocks(),
-            );
+            * net.lateral[0]
+                .out_blocks()
+                .max(net.merge[0].out_blocks())
+                .max(net.ssh[0].out_blocks());
         // Their borders are zeroed after each layer, for that layer's plane.
         self.ping.data.resize(ping.max(level0), 0.0);
         self.pong.data.resize(pong.max(level0), 0.0);
         for (n, &(plane, blocks)) in level_planes.iter().enumerate() {
-            self.levels[n].resize(plane, blocks);
-            if n == 0 {
-                // Level 0's lateral, merged and SSH output maps borrow ping and pong.
-                self.heads[n].resize(plane, HEAD_CHANNELS / LANES);
-                let s = &net.ssh[n];
-                self.ssh[n].t1.resize(plane, s.conv5_1.out_blocks());
-                self.ssh[n].t2.resize(plane, s.conv7_2.out_blocks());
-                continue;
-            }
-            self.lateral[n].resize(plane, net.lateral[n].out_blocks());
-            self.heads[n].resize(plane, HEAD_CHANNELS / LANES);
             let s = &net.ssh[n];
-            let scratch = &mut self.ssh[n];
-            scratch.t1.resize(plane, s.conv5_1.out_blocks());
-            scratch.t2.resize(plane, s.conv7_2.out_blocks());
-            scratch.out.resize(
-                plane,
-                s.conv3.out_blocks() + s.conv5_2.out_blocks() + s.conv7_3.out_blocks(),
-            );
-            if n < 2 {
+            self.levels[n].resize(plane, blocks);
+            self.heads[n].resize(plane, HEAD_CHANNELS / LANES);
+            self.ssh[n].t1.resize(plane, s.conv5_1.out_blocks());
+            self.ssh[n].t2.resize(plane, s.conv7_2.out_blocks());
+            // Level 0's lateral, merged and SSH output maps borrow ping and pong.
+            if n > 0 {
+                self.lateral[n].resize(plane, net.lateral[n].out_blocks());
+                self.ssh[n].out.resize(plane, s.out_blocks());
+            }
+            if n == 1 {
                 self.merged[n].resize(plane, net.merge[n].out_blocks());
             }
         }
@@ -912,8 +884,6 @@ mod tests {
 
     use std::path::PathBuf;
 
-    use image::RgbImage;
-
     use super::*;
     use crate::retinaface::{model_onnx, to_tensor, RtenNetwork};
 
@@ -927,9 +897,9 @@ mod tests {
     }
 
     fn compare(native: &NativeNetwork, rten: &RtenNetwork, image: &RgbImage) {
-        let (w, h) = (image.width() as usize, image.height() as usize);
-        let (pw, ph) = (w.div_ceil(32).max(1) * 32, h.div_ceil(32).max(1) * 32);
-        let ours = native.infer(image.as_raw(), w, h, pw, ph).unwrap();
+        let (w, h) = image.dimensions();
+        let (pw, ph) = padded_size(image);
+        let ours = native.infer(image).unwrap();
         let reference = rten.infer(to_tensor(image, pw, ph), ph, pw).unwrap();
         for (name, (a, b)) in ["boxes", "scores", "landmarks"]
             .iter()
@@ -968,12 +938,10 @@ mod tests {
     #[test]
     fn one_thread_and_scalar_kernels_agree_with_avx2_on_two_threads() {
         let image = photo("known_counts/fr_two_people.jpg");
-        let (w, h) = (image.width() as usize, image.height() as usize);
-        let (pw, ph) = (w.div_ceil(32) * 32, h.div_ceil(32) * 32);
         let two = NativeNetwork::load(model_onnx(), Some(2)).unwrap();
         let scalar = NativeNetwork::load_with(model_onnx(), Some(1), Isa::Scalar).unwrap();
-        let a = two.infer(image.as_raw(), w, h, pw, ph).unwrap();
-        let b = scalar.infer(image.as_raw(), w, h, pw, ph).unwrap();
+        let a = two.infer(&image).unwrap();
+        let b = scalar.infer(&image).unwrap();
         for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
             assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{x} vs {y}");
         }
