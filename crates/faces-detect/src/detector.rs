@@ -2,19 +2,28 @@
 //!
 //! A whole-image *coarse* pass (shrunk so its longer side is at most
 //! [`COARSE_SIDE`]) finds large faces. When that pass had to shrink the image, a
-//! *fine* pass runs at full resolution (2x in [`Mode::Accurate`], both capped by
-//! `max_input_side`) over overlapping tiles, so that faces of 16 px stay findable in
-//! a 4000x3000 photo without running one huge tensor. Tiles keep only the small
-//! faces whose centre lies in their own core; the coarse pass owns the rest.
+//! *fine* pass runs at full resolution over overlapping tiles, so that faces of
+//! 16 px stay findable in a 4000x3000 photo without running one huge tensor; tiles
+//! keep only the faces whose centre lies in their own core. [`Mode::Accurate`] adds
+//! passes at 1.5x and 2x and mirrored passes, merged by box voting.
+//!
+//! Each pass *owns* the face sizes it sees well (16 to 128 px at its scale; the
+//! coarsest pass has no upper bound, the finest no lower one): it reports only
+//! those, and only its owners score a face. At one scale a face scores the lower of
+//! its plain and mirrored pass (a pass that missed it gives 0): upscaled textures
+//! that look like a face one way round seldom do both ways, so a threshold keeps its
+//! meaning in both modes. Across scales the best owner counts. Without ownership a
+//! 2x pass cuts large faces into several.
 
 use std::borrow::Cow;
 use std::str::FromStr;
 
-use image::imageops::{self, FilterType};
+use fast_image_resize as fr;
+use image::imageops;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
-use crate::geometry::nms;
+use crate::geometry::{groups, vote, Suppression};
 use crate::native::NativeNetwork;
 use crate::retinaface::{RetinaFace, RtenNetwork};
 use crate::{DetectError, Face};
@@ -25,6 +34,17 @@ const COARSE_SIDE: u32 = 1280;
 const TILE_SIDE: u32 = 2048;
 /// Candidates kept per view before NMS, highest scores first.
 const MAX_CANDIDATES: usize = 5000;
+/// Lowest score a pass reports when several are merged (a face's score comes from
+/// several passes, and is thresholded after).
+const FUSION_FLOOR: f32 = 0.05;
+/// The face sizes a pass owns, in pixels at its scale: the network's smallest
+/// anchor, and the size above which the next coarser pass sees a face at 64 px or more.
+const OWN_MIN: f32 = 16.0;
+const OWN_MAX: f32 = 128.0;
+/// The extra passes of [`Mode::Accurate`] beside the image's own size: scale, and
+/// whether a mirrored twin runs too. Mirrored passes run only where the image is not
+/// tiled, which bounds their cost on large photos. The whole-image pass is mirrored too.
+const ACCURATE_PASSES: [(f32, bool); 2] = [(1.5, false), (2.0, true)];
 
 /// Speed/recall trade-off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -33,7 +53,8 @@ pub enum Mode {
     /// The image at its own size (large images: coarse pass + full-size tiles).
     #[default]
     Fast,
-    /// Adds a pass at twice the size, merged by NMS: finds more small faces, ~4x slower.
+    /// Adds passes at 1.5x and 2x and mirrored ones at 1x and 2x, merged by box
+    /// voting: finds more small faces, about 12x the work of `fast`.
     Accurate,
 }
 
@@ -85,6 +106,9 @@ pub struct DetectorConfig {
     pub score_threshold: f32,
     /// Boxes overlapping a better one by more than this IoU are dropped.
     pub nms_threshold: f32,
+    /// How overlapping candidates become one box.
+    #[serde(default)]
+    pub suppression: Suppression,
     pub mode: Mode,
     /// Longest side the network is run at, summed over tiles (bounds work on huge images).
     pub max_input_side: u32,
@@ -98,6 +122,7 @@ impl Default for DetectorConfig {
         Self {
             score_threshold: 0.5,
             nms_threshold: 0.4,
+            suppression: Suppression::Vote,
             mode: Mode::Fast,
             max_input_side: 4096,
             threads: None,
@@ -116,17 +141,84 @@ pub struct Detector {
     engine: Engine,
 }
 
-/// One region of the image at one scale.
+/// One region of the image at one scale, maybe mirrored.
 struct View {
+    /// Index into the passes of [`Detector::views`]; a pass's views are its tiles.
+    pass: usize,
     scale: f32,
+    mirror: bool,
     /// Region of the original image, in original pixels.
     x: u32,
     y: u32,
     width: u32,
     height: u32,
-    /// Keep only faces no larger than this (scaled pixels) whose centre is inside
-    /// `core` (original pixels: left, top, right, bottom). `None` keeps all.
-    keep: Option<(f32, [f32; 4])>,
+    /// Keep only faces whose centre is inside this core (original pixels: left,
+    /// top, right, bottom). `None` keeps all.
+    core: Option<[f32; 4]>,
+}
+
+impl View {
+    fn same_region(&self, other: &View) -> bool {
+        (self.scale, self.x, self.y, self.width, self.height)
+            == (other.scale, other.x, other.y, other.width, other.height)
+    }
+}
+
+/// The view's region of `image` at the view's scale: borrowed when that is the
+/// whole image at its own size, copied when only cut, else resampled (bilinear; SIMD where the CPU has it).
+fn scaled_region<'a>(image: &'a RgbImage, view: &View) -> Result<Cow<'a, RgbImage>, DetectError> {
+    let whole = (view.x, view.y, view.width, view.height) == (0, 0, image.width(), image.height());
+    if view.scale == 1.0 {
+        return Ok(if whole {
+            Cow::Borrowed(image)
+        } else {
+            Cow::Owned(
+                imageops::crop_imm(image, view.x, view.y, view.width, view.height).to_image(),
+            )
+        });
+    }
+    let width = ((view.width as f32 * view.scale).round() as u32).max(1);
+    let height = ((view.height as f32 * view.scale).round() as u32).max(1);
+    let resize = |e: &dyn std::fmt::Display| DetectError::Inference(format!("resize: {e}"));
+    let source = fr::images::ImageRef::new(
+        image.width(),
+        image.height(),
+        image.as_raw(),
+        fr::PixelType::U8x3,
+    )
+    .map_err(|e| resize(&e))?;
+    let mut scaled = fr::images::Image::new(width, height, fr::PixelType::U8x3);
+    let options = fr::ResizeOptions::new()
+        .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear))
+        .crop(
+            view.x.into(),
+            view.y.into(),
+            view.width.into(),
+            view.height.into(),
+        );
+    fr::Resizer::new()
+        .resize(&source, &mut scaled, &options)
+        .map_err(|e| resize(&e))?;
+    RgbImage::from_raw(width, height, scaled.into_vec())
+        .map(Cow::Owned)
+        .ok_or_else(|| resize(&"buffer size"))
+}
+
+/// A whole look at the image: one scale, maybe mirrored, made of one or more views.
+#[derive(Debug, Clone, Copy)]
+struct Pass {
+    /// A face scores the lowest of the passes of one scale (plain and mirrored);
+    /// across scales the best owner counts.
+    scale: f32,
+    /// Face sizes (longer side, original pixels) this pass owns: it keeps only
+    /// these, and only its owners score a face.
+    sizes: (f32, f32),
+}
+
+impl Pass {
+    fn owns(&self, size: f32) -> bool {
+        (self.sizes.0..=self.sizes.1).contains(&size)
+    }
 }
 
 impl Detector {
@@ -191,87 +283,186 @@ impl Detector {
     /// from a blocking thread, not an async task.
     pub fn detect(&self, image: &RgbImage) -> Result<Vec<Face>, DetectError> {
         let (width, height) = image.dimensions();
+        let (passes, views) = self.views(width, height);
+        let threshold = self.config.score_threshold;
+        // With several passes a face's score is theirs combined, so each pass
+        // must report faces it scores below the threshold too.
+        let candidate_threshold = if passes.len() > 1 {
+            threshold.min(FUSION_FLOOR)
+        } else {
+            threshold
+        };
         let mut found = Vec::new();
-        for view in self.views(width, height) {
-            // Copy pixels only where the view needs it: the whole image at its own size is used as is.
-            let region = imageops::crop_imm(image, view.x, view.y, view.width, view.height);
-            let input = if view.scale != 1.0 {
-                let w = ((view.width as f32 * view.scale).round() as u32).max(1);
-                let h = ((view.height as f32 * view.scale).round() as u32).max(1);
-                Cow::Owned(imageops::resize(&*region, w, h, FilterType::Triangle))
-            } else if (view.width, view.height) == (width, height) {
-                Cow::Borrowed(image)
-            } else {
-                Cow::Owned(region.to_image())
+        // A mirrored view follows its plain twin and flips the same scaled pixels.
+        let mut previous: Option<(usize, Cow<RgbImage>)> = None;
+        for (index, view) in views.iter().enumerate() {
+            let scaled = match previous.take() {
+                Some((twin, pixels)) if views[twin].same_region(view) => pixels,
+                _ => scaled_region(image, view)?,
             };
-            let mut candidates = self
-                .network
-                .candidates(&input, self.config.score_threshold)?;
+            let input = if view.mirror {
+                Cow::Owned(imageops::flip_horizontal(&*scaled))
+            } else {
+                Cow::Borrowed(&*scaled)
+            };
+            let mut candidates = self.network.candidates(&input, candidate_threshold)?;
             candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
             candidates.truncate(MAX_CANDIDATES);
+            let input_width = input.width() as f32;
+            drop(input);
+            let (min_size, max_size) = passes[view.pass].sizes;
             for face in candidates {
-                if let Some((max_size, _)) = view.keep {
-                    if face.width.max(face.height) > max_size {
-                        continue;
-                    }
-                }
+                let face = if view.mirror {
+                    face.mirrored(input_width)
+                } else {
+                    face
+                };
                 let face = face.to_image(view.scale, view.x as f32, view.y as f32);
-                if let Some((_, [left, top, right, bottom])) = view.keep {
+                let size = face.width.max(face.height);
+                if size < min_size || size > max_size {
+                    continue;
+                }
+                if let Some([left, top, right, bottom]) = view.core {
                     let (cx, cy) = (face.x + face.width / 2.0, face.y + face.height / 2.0);
                     if cx < left || cx >= right || cy < top || cy >= bottom {
                         continue;
                     }
                 }
-                found.push(face);
+                found.push((face, view.pass));
             }
+            previous = Some((index, scaled));
         }
-        Ok(nms(found, self.config.nms_threshold)
+        let faces = fuse(
+            &passes,
+            found,
+            self.config.nms_threshold,
+            self.config.suppression,
+        );
+        Ok(faces
             .into_iter()
+            .filter(|face| face.score >= threshold)
             .filter_map(|face| face.clipped(width, height))
             .collect())
     }
 
-    fn views(&self, width: u32, height: u32) -> Vec<View> {
+    /// The passes over an image of this size and their views.
+    fn views(&self, width: u32, height: u32) -> (Vec<Pass>, Vec<View>) {
         let longest = width.max(height) as f32;
         let cap = self.config.max_input_side.max(32) as f32 / longest;
         let coarse = (COARSE_SIDE as f32 / longest).min(1.0).min(cap);
-        let fine_target: f32 = match self.config.mode {
-            Mode::Fast => 1.0,
-            Mode::Accurate => 2.0,
+        let accurate = self.config.mode == Mode::Accurate;
+        // (scale, mirrored twin) from coarse to fine; a scale the cap makes equal
+        // to the one before is left out.
+        let mut scales = vec![(coarse, accurate)];
+        let finer: &[(f32, bool)] = if accurate {
+            &ACCURATE_PASSES
+        } else {
+            &[(1.0, false)]
         };
-        let fine = fine_target.min(cap);
-        let mut views = vec![View {
-            scale: coarse,
-            x: 0,
-            y: 0,
-            width,
-            height,
-            keep: None,
-        }];
-        if fine <= coarse * 1.01 {
-            return views;
-        }
-        // Faces the coarse pass reliably sees are >= 16 px there; tiles must cover
-        // everything smaller, with an overlap wide enough to hold such a face whole.
-        let smallest_coarse = 24.0 * fine / coarse;
-        let overlap = (smallest_coarse * 1.5).max(128.0).ceil() as u32;
-        let xs = tiles(width, fine, overlap);
-        let ys = tiles(height, fine, overlap);
-        let single = xs.len() == 1 && ys.len() == 1;
-        for &(y, h, top, bottom) in &ys {
-            for &(x, w, left, right) in &xs {
-                views.push(View {
-                    scale: fine,
-                    x,
-                    y,
-                    width: w,
-                    height: h,
-                    keep: (!single).then_some((overlap as f32, [left, top, right, bottom])),
-                });
+        for &(target, mirrored) in finer {
+            let scale = target.min(cap);
+            if scale > scales[scales.len() - 1].0 * 1.01 {
+                scales.push((scale, mirrored));
             }
         }
-        views
+        let mut passes = Vec::new();
+        let mut views = Vec::new();
+        let last = scales.len() - 1;
+        for (i, &(scale, mirrored)) in scales.iter().enumerate() {
+            let min_size = if i == last { 0.0 } else { OWN_MIN / scale };
+            let mut max_size = if i == 0 {
+                f32::INFINITY
+            } else {
+                OWN_MAX / scale
+            };
+            let (xs, ys) = if i == 0 {
+                (
+                    vec![(0, width, 0.0, width as f32)],
+                    vec![(0, height, 0.0, height as f32)],
+                )
+            } else {
+                // Tiles must hold whole any face the coarse pass cannot see (>= 24 px
+                // there), with an overlap wide enough for it.
+                let smallest_coarse = 24.0 * scale / coarse;
+                let overlap = (smallest_coarse * 1.5).max(128.0).ceil() as u32;
+                max_size = max_size.min(overlap as f32 / scale);
+                (tiles(width, scale, overlap), tiles(height, scale, overlap))
+            };
+            let single = xs.len() == 1 && ys.len() == 1;
+            let mirrors: &[bool] = if mirrored && single {
+                &[false, true]
+            } else {
+                &[false]
+            };
+            for &mirror in mirrors {
+                let pass = passes.len();
+                passes.push(Pass {
+                    scale,
+                    sizes: (min_size, max_size),
+                });
+                for &(y, h, top, bottom) in &ys {
+                    for &(x, w, left, right) in &xs {
+                        views.push(View {
+                            pass,
+                            scale,
+                            mirror,
+                            x,
+                            y,
+                            width: w,
+                            height: h,
+                            core: (!single).then_some([left, top, right, bottom]),
+                        });
+                    }
+                }
+            }
+        }
+        (passes, views)
     }
+}
+
+/// Merges the faces of all passes, each tagged with its pass: overlapping faces
+/// become one box (by `method`), scored by the passes that own its size: the lowest
+/// over the passes of one scale (a pass that missed the face gives 0), the best of
+/// the scales. One pass gives its faces their own scores. One grouping over all
+/// passes, not one per pass first: a face suppressed within its pass by a box that
+/// another pass's box then suppresses would be lost.
+fn fuse(passes: &[Pass], faces: Vec<(Face, usize)>, iou: f32, method: Suppression) -> Vec<Face> {
+    groups(
+        faces,
+        |(face, _)| face,
+        iou,
+        |group| {
+            let mut face = match method {
+                Suppression::Hard => group[0].0,
+                Suppression::Vote => vote(group, |(face, _)| face),
+            };
+            let mut best = vec![0f32; passes.len()];
+            for &(member, pass) in group {
+                best[pass] = best[pass].max(member.score);
+            }
+            let size = face.width.max(face.height);
+            let mut score = None::<f32>;
+            for (i, pass) in passes.iter().enumerate() {
+                // Each scale once, at its first pass.
+                if passes[..i].iter().any(|p| p.scale == pass.scale) {
+                    continue;
+                }
+                let owners: Vec<f32> = passes
+                    .iter()
+                    .zip(&best)
+                    .filter(|(p, _)| p.scale == pass.scale && p.owns(size))
+                    .map(|(_, &s)| s)
+                    .collect();
+                if !owners.is_empty() {
+                    let seen_by_all = owners.iter().copied().fold(1.0, f32::min);
+                    score = Some(score.map_or(seen_by_all, |s| s.max(seen_by_all)));
+                }
+            }
+            // A vote can move a box's size out of every owner's range: keep its best score then.
+            face.score = score.unwrap_or(face.score);
+            face
+        },
+    )
 }
 
 /// Splits one axis of `length` original pixels into overlapping tiles whose scaled

@@ -31,6 +31,6 @@ pub use decode::{decode, probe, DecodeLimits, ImageInfo};
 pub use detector::{Detector, DetectorConfig, Engine, Mode};
 pub use draw::{box_thickness, draw_faces, encode_jpeg};
 pub use error::DetectError;
-pub use geometry::Face;
+pub use geometry::{Face, Suppression};
 pub use image::{guess_format, ImageFormat, RgbImage};
 pub use native::{fma_peak_gflops, LayerKind, LayerTime};

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use faces_detect::{DetectorConfig, Engine, Mode};
+use faces_detect::{DetectorConfig, Engine, Mode, Suppression};
 
 use crate::store::S3Config;
 
@@ -58,6 +58,10 @@ pub struct Config {
     /// NMS IoU threshold.
     #[arg(long, env = "FACES_NMS_THRESHOLD", default_value_t = 0.4)]
     pub nms_threshold: f32,
+    /// How overlapping boxes of one face become one: vote (score-weighted mean of
+    /// the group) or hard (the best box, classic NMS).
+    #[arg(long, env = "FACES_SUPPRESSION", default_value = "vote")]
+    pub suppression: Suppression,
     /// Longest side the detector runs at.
     #[arg(long, env = "FACES_MAX_INPUT_SIDE", default_value_t = 4096)]
     pub max_input_side: u32,
@@ -211,6 +215,7 @@ impl Config {
         DetectorConfig {
             score_threshold: self.score_threshold,
             nms_threshold: self.nms_threshold,
+            suppression: self.suppression,
             mode: self.detector_mode,
             max_input_side: self.max_input_side,
             threads: Some(self.detector_threads.max(1)),

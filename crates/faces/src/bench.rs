@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use faces_detect::{
     decode, draw_faces, encode_jpeg, fma_peak_gflops, DecodeLimits, Detector, DetectorConfig,
-    Engine, LayerKind, LayerTime, Mode,
+    Engine, LayerKind, LayerTime, Mode, Suppression,
 };
 use image::imageops::FilterType;
 use serde_json::Value;
@@ -37,6 +37,9 @@ pub struct DetectorBenchArgs {
     /// Modes to measure.
     #[arg(long, num_args = 1.., default_values_t = [Mode::Fast, Mode::Accurate].map(|m| format!("{m:?}").to_lowercase()))]
     modes: Vec<String>,
+    /// How overlapping boxes merge: vote, hard (to time voting against plain NMS).
+    #[arg(long, num_args = 1.., default_values_t = ["vote".to_owned()])]
+    suppressions: Vec<String>,
     /// Inference engines to measure (onnxruntime needs the cargo feature and ORT_DYLIB_PATH).
     #[arg(long, num_args = 1.., default_values_t = ["native".to_owned()])]
     engines: Vec<String>,
@@ -60,9 +63,10 @@ pub fn run(args: DetectorBenchArgs) -> Result<bool> {
         HashMap::new()
     };
     println!(
-        "{:>9} {:>8} {:>11} {:>7} {:>9} {:>11} {:>9} {:>6} {:>12}",
+        "{:>9} {:>8} {:>5} {:>11} {:>7} {:>9} {:>11} {:>9} {:>6} {:>12}",
         "size",
         "mode",
+        "merge",
         "engine",
         "threads",
         "decode_ms",
@@ -84,14 +88,18 @@ pub fn run(args: DetectorBenchArgs) -> Result<bool> {
         };
         for mode in &args.modes {
             let mode: Mode = mode.parse().map_err(anyhow::Error::msg)?;
-            for (engine_name, &threads) in args
-                .engines
-                .iter()
-                .flat_map(|e| args.threads.iter().map(move |t| (e, t)))
-            {
+            let cases = args.suppressions.iter().flat_map(|m| {
+                let threads = &args.threads;
+                args.engines
+                    .iter()
+                    .flat_map(move |e| threads.iter().map(move |t| (m, e, t)))
+            });
+            for (merge, engine_name, &threads) in cases {
                 let engine: Engine = engine_name.parse().map_err(anyhow::Error::msg)?;
+                let suppression: Suppression = merge.parse().map_err(anyhow::Error::msg)?;
                 let detector = Detector::new(DetectorConfig {
                     mode,
+                    suppression,
                     threads: Some(threads),
                     engine,
                     ..DetectorConfig::default()
@@ -124,9 +132,10 @@ pub fn run(args: DetectorBenchArgs) -> Result<bool> {
                     .map(|ort_ms| format!("{:.2}x", detect_ms / ort_ms))
                     .unwrap_or_else(|| "-".into());
                 println!(
-                    "{:>9} {:>8} {:>11} {:>7} {:>9.1} {:>11.1} {:>9.1} {:>6} {:>12}",
+                    "{:>9} {:>8} {:>5} {:>11} {:>7} {:>9.1} {:>11.1} {:>9.1} {:>6} {:>12}",
                     format!("{width}x{height}"),
                     format!("{mode:?}").to_lowercase(),
+                    merge,
                     engine_name,
                     threads,
                     median(decode_t),

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use faces_detect::{
     decode, draw_faces, encode_jpeg, DecodeLimits, Detector, DetectorConfig, Engine, Face, Mode,
+    Suppression,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -29,6 +30,9 @@ pub struct DetectArgs {
     /// NMS IoU threshold.
     #[arg(long, default_value_t = 0.4)]
     nms: f32,
+    /// How overlapping boxes of one face become one: vote (score-weighted mean) or hard (best box).
+    #[arg(long, default_value = "vote")]
+    suppression: Suppression,
     /// fast (image at its own size) or accurate (adds a 2x pass).
     #[arg(long, default_value = "fast")]
     mode: Mode,
@@ -134,6 +138,7 @@ pub fn run(args: DetectArgs) -> Result<bool> {
     let detector = Detector::new(DetectorConfig {
         score_threshold: args.threshold,
         nms_threshold: args.nms,
+        suppression: args.suppression,
         mode: args.mode,
         max_input_side: args.max_input_side,
         threads: args.threads,
