@@ -37,6 +37,8 @@ pub struct AppState {
     pub uploads: Arc<Semaphore>,
     /// Uploads in progress by client address.
     pub uploads_in_progress: api::limits::UploadsInProgress,
+    /// Refuses uploads once the queue would take too long to drain.
+    pub admission: api::admission::Admission,
     /// How a request's client address is found (peer, or a trusted proxy's header).
     pub client_address: api::limits::ClientAddress,
     /// Permits for images held decoded in memory at once.
@@ -106,6 +108,10 @@ impl App {
             shutdown: shutdown_rx.clone(),
             uploads: Arc::new(Semaphore::new(config.max_concurrent_uploads.max(1))),
             uploads_in_progress: Default::default(),
+            admission: api::admission::Admission::new(
+                std::time::Duration::from_secs(config.max_backlog_secs),
+                config.backlog_floor,
+            ),
             client_address,
             decodes: Arc::new(Semaphore::new(config.max_concurrent_decodes.max(1))),
             config,

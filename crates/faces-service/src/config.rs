@@ -111,12 +111,23 @@ pub struct Config {
     /// streaming them through this node.
     #[arg(long, env = "FACES_IMAGES_REDIRECT")]
     pub images_redirect: bool,
-    /// Uploads each client address may send per minute, after its burst (0: no limit).
-    #[arg(long, env = "FACES_RATE_LIMIT_PER_MINUTE", default_value_t = 120)]
+    /// Uploads each client address may send per minute, after its burst (0: no
+    /// limit). Sized against abuse, not batches: a busy service is protected by
+    /// `--max-backlog-secs`.
+    #[arg(long, env = "FACES_RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
     pub rate_limit_per_minute: u32,
-    /// Uploads a client address may send at once before the per-minute rate applies.
-    #[arg(long, env = "FACES_RATE_LIMIT_BURST", default_value_t = 60)]
+    /// Uploads a client address may send at once before the per-minute rate applies
+    /// (a folder of a few hundred photos fits).
+    #[arg(long, env = "FACES_RATE_LIMIT_BURST", default_value_t = 300)]
     pub rate_limit_burst: u32,
+    /// Uploads get 503 with `Retry-After` once the queue would take longer than this
+    /// to drain at the rate jobs have been finishing (0: off).
+    #[arg(long, env = "FACES_MAX_BACKLOG_SECS", default_value_t = 300)]
+    pub max_backlog_secs: u64,
+    /// Queued jobs always admitted by `--max-backlog-secs`, whatever the measured
+    /// drain rate (a service that just started has measured none).
+    #[arg(long, env = "FACES_BACKLOG_FLOOR", default_value_t = 500)]
+    pub backlog_floor: u64,
     /// Take the client address from this header (e.g. `X-Forwarded-For`, last entry)
     /// instead of the peer. Set it only behind a proxy that writes the header.
     #[arg(long, env = "FACES_TRUSTED_PROXY_HEADER")]

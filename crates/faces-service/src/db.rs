@@ -61,6 +61,8 @@ pub struct Expired {
 pub struct QueueDepth {
     pub queued: i64,
     pub running: i64,
+    /// Jobs finished (done or failed) and not yet removed by retention.
+    pub finished: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -399,13 +401,15 @@ impl Db {
     pub async fn queue_depth(&self) -> sqlx::Result<QueueDepth> {
         let row = sqlx::query(
             "SELECT COALESCE(SUM(CASE WHEN state = 'queued' THEN 1 ELSE 0 END), 0) AS queued, \
-             COALESCE(SUM(CASE WHEN state = 'running' THEN 1 ELSE 0 END), 0) AS running FROM jobs",
+             COALESCE(SUM(CASE WHEN state = 'running' THEN 1 ELSE 0 END), 0) AS running, \
+             COALESCE(SUM(CASE WHEN state IN ('done', 'failed') THEN 1 ELSE 0 END), 0) AS finished FROM jobs",
         )
         .fetch_one(&self.pool)
         .await?;
         Ok(QueueDepth {
             queued: row.try_get("queued")?,
             running: row.try_get("running")?,
+            finished: row.try_get("finished")?,
         })
     }
 

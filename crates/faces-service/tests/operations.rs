@@ -192,6 +192,50 @@ async fn post_png(app: &TestApp, forwarded: Option<&str>) -> reqwest::Response {
 }
 
 #[tokio::test]
+async fn the_defaults_accept_a_folder_sent_eight_at_a_time_from_one_address() {
+    let app = TestApp::start_with(|c| c.workers = 0).await;
+    let statuses = futures::stream::iter(0..200)
+        .map(|_| post_png(&app, None))
+        .buffer_unordered(8)
+        .map(|response| response.status().as_u16())
+        .collect::<Vec<_>>()
+        .await;
+    assert!(statuses.iter().all(|&s| s == 202), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn a_backlog_that_would_not_drain_in_time_gets_503_with_retry_after() {
+    // No workers: nothing drains, so the floor is all that is admitted.
+    let app = TestApp::start_with(|c| {
+        c.workers = 0;
+        c.backlog_floor = 3;
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(post_png(&app, None).await.status(), 202);
+    }
+    let response = post_png(&app, None).await;
+    assert_eq!(response.status(), 503);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after));
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body["image"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("The server has more photos queued than it can process soon."));
+    let metrics = text(&app, "/metrics").await;
+    assert_eq!(
+        sample(&metrics, "faces_queue_jobs{state=\"queued\"}"),
+        Some(3.0),
+        "nothing stored"
+    );
+}
+
+#[tokio::test]
 async fn uploads_over_the_rate_limit_get_429_with_retry_after() {
     let app = TestApp::start_with(|c| {
         c.workers = 0;

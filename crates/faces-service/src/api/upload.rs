@@ -99,7 +99,11 @@ pub async fn upload(State(state): State<Arc<AppState>>, request: Request) -> Res
         return super::limits::too_many_uploads();
     };
     let html = wants_html(request.headers());
-    match accept(&state, request).await {
+    let result = match state.admission.check(&state.db).await {
+        Ok(()) => accept(&state, request).await,
+        Err(refused) => Err(refused),
+    };
+    match result {
         // A form posted without JavaScript gets pages, not JSON.
         Ok(_) if html => Redirect::to("/").into_response(),
         Ok(accepted) => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
