@@ -441,23 +441,16 @@ fn fuse(passes: &[Pass], faces: Vec<(Face, usize)>, iou: f32, method: Suppressio
                 best[pass] = best[pass].max(member.score);
             }
             let size = face.width.max(face.height);
-            let mut score = None::<f32>;
-            for (i, pass) in passes.iter().enumerate() {
-                // Each scale once, at its first pass.
-                if passes[..i].iter().any(|p| p.scale == pass.scale) {
-                    continue;
-                }
-                let owners: Vec<f32> = passes
-                    .iter()
-                    .zip(&best)
-                    .filter(|(p, _)| p.scale == pass.scale && p.owns(size))
-                    .map(|(_, &s)| s)
-                    .collect();
-                if !owners.is_empty() {
-                    let seen_by_all = owners.iter().copied().fold(1.0, f32::min);
-                    score = Some(score.map_or(seen_by_all, |s| s.max(seen_by_all)));
-                }
-            }
+            // `views` pushes the passes of one scale next to each other.
+            let by_pass: Vec<(&Pass, f32)> = passes.iter().zip(best).collect();
+            let score = by_pass
+                .chunk_by(|a, b| a.0.scale == b.0.scale)
+                .filter_map(|same_scale| {
+                    let mut owners = same_scale.iter().filter(|(p, _)| p.owns(size));
+                    let first = owners.next()?.1;
+                    Some(owners.fold(first, |low, &(_, s)| low.min(s)))
+                })
+                .reduce(f32::max);
             // A vote can move a box's size out of every owner's range: keep its best score then.
             face.score = score.unwrap_or(face.score);
             face
