@@ -1,4 +1,5 @@
-//! Wiring: state shared by the API and the workers, and starting/stopping it all.
+//! Wiring: builds the shared [`AppState`], starts the HTTP server, workers, notifier
+//! and retention, and stops them in order. Nothing imports this module but `lib.rs`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use crate::config::Config;
 use crate::db::{Db, Dialect};
 use crate::feed::Feed;
 use crate::metrics::Metrics;
+use crate::state::AppState;
 use crate::store::Store;
 use crate::{api, notify, retention, server, worker};
 
@@ -21,43 +23,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// How long shutdown waits for open HTTP requests to end.
 const HTTP_GRACE: Duration = Duration::from_secs(5);
 
-/// What handlers and workers share.
-pub struct AppState {
-    pub config: Config,
-    pub db: Db,
-    pub store: Store,
-    /// Where uploads are streamed before they are validated (inside the data dir).
-    pub uploads_dir: std::path::PathBuf,
-    pub feed: Feed,
-    pub metrics: Metrics,
-    /// Signalled on each accepted upload so an idle worker starts at once.
-    pub wake: Notify,
-    pub shutdown: watch::Receiver<bool>,
-    /// Permits for uploads streamed at once.
-    pub uploads: Arc<Semaphore>,
-    /// Uploads in progress by client address.
-    pub uploads_in_progress: api::limits::UploadsInProgress,
-    /// Refuses uploads once the queue would take too long to drain.
-    pub admission: api::admission::Admission,
-    /// How a request's client address is found (peer, or a trusted proxy's header).
-    pub client_address: api::limits::ClientAddress,
-    /// Permits for images held decoded in memory at once.
-    pub decodes: Arc<Semaphore>,
-}
-
 /// What a process runs: `faces serve` is both unless told `--no-workers`; `faces worker` has no HTTP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Serve,
     Worker,
-}
-
-impl AppState {
-    /// A fresh temporary file name for an upload in progress.
-    pub fn upload_path(&self) -> std::path::PathBuf {
-        self.uploads_dir
-            .join(uuid::Uuid::new_v4().simple().to_string())
-    }
 }
 
 /// A running service: HTTP server (unless a worker-only node) plus workers.

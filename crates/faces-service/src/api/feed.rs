@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 const PING_EVERY: Duration = Duration::from_secs(30);
 /// A client that cannot take a message within this long is dropped.

@@ -6,8 +6,8 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::json;
 
-use crate::app::AppState;
 use crate::metrics::Gauges;
+use crate::state::AppState;
 
 /// Liveness: the process answers. Also at `/healthcheck/`.
 #[utoipa::path(get, path = "/healthcheck", tag = "operations",

@@ -10,8 +10,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 use crate::submission::{timestamp, FaceBox, Status, Submission};
 
 const DEFAULT_PAGE: i64 = 20;

@@ -28,7 +28,7 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// The routes, with Socket.IO mounted through `socket_io`.
 pub fn router(state: Arc<AppState>, socket_io: socketioxide::layer::SocketIoLayer) -> Router {

@@ -10,7 +10,7 @@ pub use utoipa::OpenApi;
 use utoipa::{Modify, ToSchema};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// Every error: the field the problem is about (`image`, `limit`, `before`, or
 /// `detail` for the request as a whole) with a list of human sentences.

@@ -18,8 +18,8 @@ use tokio::io::AsyncWriteExt;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::error::{messages, ApiError};
+use crate::state::AppState;
 use crate::store::original_key;
 use crate::submission::{Status, Submission};
 

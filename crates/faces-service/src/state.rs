@@ -1,0 +1,47 @@
+//! What the API handlers, the workers, the notifier and retention share. A leaf:
+//! it imports the parts it holds and nothing that imports it, so the wiring in
+//! [`crate::app`] is the only module that knows about all the others.
+
+use std::sync::Arc;
+
+use tokio::sync::{watch, Notify, Semaphore};
+
+use crate::api::admission::Admission;
+use crate::api::limits::{ClientAddress, UploadsInProgress};
+use crate::config::Config;
+use crate::db::Db;
+use crate::feed::Feed;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// What handlers and workers share.
+pub struct AppState {
+    pub config: Config,
+    pub db: Db,
+    pub store: Store,
+    /// Where uploads are streamed before they are validated (inside the data dir).
+    pub uploads_dir: std::path::PathBuf,
+    pub feed: Feed,
+    pub metrics: Metrics,
+    /// Signalled on each accepted upload so an idle worker starts at once.
+    pub wake: Notify,
+    pub shutdown: watch::Receiver<bool>,
+    /// Permits for uploads streamed at once.
+    pub uploads: Arc<Semaphore>,
+    /// Uploads in progress by client address.
+    pub uploads_in_progress: UploadsInProgress,
+    /// Refuses uploads once the queue would take too long to drain.
+    pub admission: Admission,
+    /// How a request's client address is found (peer, or a trusted proxy's header).
+    pub client_address: ClientAddress,
+    /// Permits for images held decoded in memory at once.
+    pub decodes: Arc<Semaphore>,
+}
+
+impl AppState {
+    /// A fresh temporary file name for an upload in progress.
+    pub fn upload_path(&self) -> std::path::PathBuf {
+        self.uploads_dir
+            .join(uuid::Uuid::new_v4().simple().to_string())
+    }
+}
