@@ -171,7 +171,15 @@ async fn every_rejection_answers_the_spec_and_stores_nothing() {
     let app = TestApp::start_with(|c| c.max_upload_bytes = 2_000_000).await;
     let invalid =
         "Upload a valid image. The file you uploaded was either not an image or a corrupted image.";
+    // PNGs whose chunk structure is broken: the first reference app's check refuses them.
+    let png = read("edge/files/png_rgb.png");
+    let without_iend = png[..png.len() - 12].to_vec();
+    let mut bad_crc = png.clone();
+    bad_crc[8 + 8 + 3] ^= 0x01; // a byte of IHDR's width
     let cases: Vec<(&str, Vec<u8>, &str, u16, String)> = vec![
+        ("image", png[..60].to_vec(), "cut.png", 400, invalid.into()),
+        ("image", without_iend, "no_iend.png", 400, invalid.into()),
+        ("image", bad_crc, "bad_crc.png", 400, invalid.into()),
         (
             "image",
             vec![],

@@ -1,5 +1,6 @@
 //! The `faces` binary: the service, its worker and the offline detector behind one CLI.
 
+mod allocator;
 mod bench;
 mod detect;
 
@@ -55,6 +56,7 @@ enum Bench {
 }
 
 fn main() -> ExitCode {
+    allocator::tune();
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Detect(args)) => detect::run(args),

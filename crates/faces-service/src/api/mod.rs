@@ -8,6 +8,7 @@ mod images;
 pub mod limits;
 pub mod openapi;
 mod page;
+mod png_structure;
 mod processed;
 pub mod socketio;
 mod upload;

@@ -18,6 +18,7 @@ use tokio::io::AsyncWriteExt;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::png_structure::{PngStructure, Verdict};
 use crate::error::{messages, ApiError};
 use crate::state::AppState;
 use crate::store::original_key;
@@ -57,6 +58,7 @@ struct Received {
     file_name: String,
     size: u64,
     sha256: String,
+    png: Verdict,
 }
 
 /// Submit a photo (also at `POST /image`).
@@ -153,9 +155,13 @@ async fn accept(state: &Arc<AppState>, request: Request) -> Result<Accepted, Api
     let limits = DecodeLimits {
         max_pixels: state.config.max_pixels,
     };
-    let (path, name) = (received.temp.0.clone(), received.file_name.clone());
+    let (path, name, png) = (
+        received.temp.0.clone(),
+        received.file_name.clone(),
+        received.png,
+    );
     let (extension, width, height) =
-        tokio::task::spawn_blocking(move || validate(&path, &name, &limits))
+        tokio::task::spawn_blocking(move || validate(&path, &name, png, &limits))
             .await
             .map_err(ApiError::internal)??;
 
@@ -254,6 +260,7 @@ async fn receive(
             .await
             .map_err(ApiError::internal)?;
         let mut hasher = Sha256::new();
+        let mut png = PngStructure::default();
         let mut size = 0u64;
         while let Some(chunk) = field.chunk().await.map_err(malformed)? {
             size += chunk.len() as u64;
@@ -265,6 +272,7 @@ async fn receive(
                 ));
             }
             hasher.update(&chunk);
+            png.update(&chunk);
             file.write_all(&chunk).await.map_err(ApiError::internal)?;
         }
         file.flush().await.map_err(ApiError::internal)?;
@@ -273,6 +281,7 @@ async fn receive(
             file_name,
             size,
             sha256: hex::encode(hasher.finalize()),
+            png: png.verdict(),
         });
     }
     Err(ApiError::image(if saw_plain_value {
@@ -295,11 +304,13 @@ fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// SPEC order: (1) an image at all? (2) extension allowed? (3) bytes of that
-/// format, header decodable, within the pixel limit? Returns the extension to
-/// store under and the stored size.
+/// format, header decodable (a PNG's chunks whole, as `png` found while
+/// streaming), within the pixel limit? Returns the extension to store under and
+/// the stored size.
 fn validate(
     path: &Path,
     file_name: &str,
+    png: Verdict,
     limits: &DecodeLimits,
 ) -> Result<(String, u32, u32), ApiError> {
     let mut file = BufReader::new(std::fs::File::open(path).map_err(ApiError::internal)?);
@@ -322,7 +333,7 @@ fn validate(
         "gif" => ImageFormat::Gif,
         _ => return Err(ApiError::image(messages::extension_not_allowed(&extension))),
     };
-    if sniffed != expected {
+    if sniffed != expected || (expected == ImageFormat::Png && png != Verdict::Whole) {
         return Err(ApiError::image(messages::INVALID_IMAGE));
     }
     // Headers sit at the start; the JPEG decoder would read the whole input, so give it
