@@ -94,8 +94,18 @@ impl App {
                 events,
             ));
         }
-        let mut workers: Vec<JoinHandle<()>> = (0..state.config.workers)
-            .map(|n| tokio::spawn(worker::run(state.clone(), n, shutdown_rx.clone())))
+        let detector = match state.config.workers {
+            0 => None,
+            _ => worker::load_detector(&state).await,
+        };
+        let mut workers: Vec<JoinHandle<()>> = detector
+            .iter()
+            .flat_map(|detector| {
+                (0..state.config.workers).map(|n| {
+                    let run = worker::run(state.clone(), detector.clone(), n, shutdown_rx.clone());
+                    tokio::spawn(run)
+                })
+            })
             .collect();
         if let Some(max_age) = state.config.retention {
             let every = state.config.retention_interval.max(Duration::from_secs(1));

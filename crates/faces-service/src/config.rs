@@ -37,8 +37,10 @@ pub struct Config {
     /// Largest image in pixels (width x height), checked from the header before decoding.
     #[arg(long, env = "FACES_MAX_PIXELS", default_value_t = 100_000_000)]
     pub max_pixels: u64,
-    /// Detection workers in this process (0: API only).
-    #[arg(long, env = "FACES_WORKERS", default_value_t = default_workers())]
+    /// Detection workers in this process (0: API only). Twice the cores, so that one
+    /// worker's storage and database waits overlap another's detection; how many
+    /// detect at once is `--max-concurrent-decodes`.
+    #[arg(long, env = "FACES_WORKERS", default_value_t = 2 * cores())]
     pub workers: usize,
     /// Attempts per job before its submission is marked failed.
     #[arg(long, env = "FACES_MAX_ATTEMPTS", default_value_t = 10)]
@@ -154,7 +156,7 @@ pub struct Config {
     pub max_concurrent_uploads_per_address: usize,
     /// Images decoded and detected at once by this node, whatever the worker count
     /// (each may hold up to `max-pixels` x 3 bytes).
-    #[arg(long, env = "FACES_MAX_CONCURRENT_DECODES", default_value_t = default_workers())]
+    #[arg(long, env = "FACES_MAX_CONCURRENT_DECODES", default_value_t = cores())]
     pub max_concurrent_decodes: usize,
     /// Remove submissions, their jobs and files older than this (e.g. `30d`, `12h`);
     /// off when unset. Jobs still queued or running are never removed.
@@ -165,7 +167,7 @@ pub struct Config {
     pub retention_interval: Duration,
 }
 
-fn default_workers() -> usize {
+fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 

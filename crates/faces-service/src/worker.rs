@@ -41,21 +41,37 @@ impl JobError {
     }
 }
 
-/// Runs one worker until `shutdown` turns true; a job in hand is finished first.
-pub async fn run(state: Arc<AppState>, number: usize, mut shutdown: watch::Receiver<bool>) {
+/// Loads the detector all of this process's workers share: one copy of the
+/// weights, and engine buffers only for the detections running at once.
+pub async fn load_detector(state: &AppState) -> Option<Arc<Detector>> {
     let config = state.config.detector();
-    let detector = match tokio::task::spawn_blocking(move || Detector::new(config)).await {
-        Ok(Ok(detector)) => Arc::new(detector),
-        Ok(Err(error)) => {
-            return tracing::error!(%error, "worker {number}: detector failed to load")
+    let loaded = tokio::task::spawn_blocking(move || Detector::new(config)).await;
+    let detector = match loaded
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+    {
+        Ok(detector) => detector,
+        Err(error) => {
+            tracing::error!(%error, "the detector failed to load; no worker runs");
+            return None;
         }
-        Err(error) => return tracing::error!(%error, "worker {number}: detector failed to load"),
     };
-    let lease = Duration::from_secs(state.config.job_lease_secs.max(1));
     if let Some(fallback) = detector.engine_fallback() {
-        tracing::warn!(worker = number, "{fallback}");
+        tracing::warn!("{fallback}");
     }
-    tracing::debug!(worker = number, engine = ?detector.engine(), "worker ready");
+    tracing::debug!(engine = ?detector.engine(), "detector ready");
+    Some(Arc::new(detector))
+}
+
+/// Runs one worker until `shutdown` turns true; a job in hand is finished first.
+pub async fn run(
+    state: Arc<AppState>,
+    detector: Arc<Detector>,
+    number: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let lease = Duration::from_secs(state.config.job_lease_secs.max(1));
+    tracing::debug!(worker = number, "worker ready");
     while !*shutdown.borrow() {
         let claiming = Instant::now();
         match state.db.claim_job(lease).await {

@@ -177,6 +177,19 @@ async fn upload(http: &reqwest::Client, base: &str, bytes: Vec<u8>) -> String {
 
 /// One round: every photo of the folder uploaded (made distinct by a trailing marker,
 /// so no result is reused from an earlier round); returns images processed per second.
+/// Bytes appended to each photo: distinct per round and per run, so that no upload
+/// is answered from an earlier result, even on a database kept from an earlier run.
+fn marker(round: usize) -> String {
+    static RUN: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+    let run = RUN.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    });
+    format!("run{run}round{round}")
+}
+
 async fn throughput(server: &Server, files: &[PathBuf], round: usize) -> f64 {
     let http = reqwest::Client::new();
     let (sender, mut events) = mpsc::unbounded_channel();
@@ -189,7 +202,7 @@ async fn throughput(server: &Server, files: &[PathBuf], round: usize) -> f64 {
     for path in files {
         let (http, base, limit) = (http.clone(), server.base.clone(), limit.clone());
         let mut bytes = std::fs::read(path).unwrap();
-        bytes.extend_from_slice(format!("round{round}").as_bytes());
+        bytes.extend_from_slice(marker(round).as_bytes());
         tasks.push(tokio::spawn(async move {
             let _permit = limit.acquire_owned().await.unwrap();
             let sent = Utc::now();
@@ -362,7 +375,7 @@ async fn fan_out(server: &Server, photo: &Path) {
     for round in 0..10 {
         // A distinct file each round (identical bytes would be answered from the first result, which is fine too).
         let mut distinct = bytes.clone();
-        distinct.extend_from_slice(format!("round{round}").as_bytes());
+        distinct.extend_from_slice(marker(round).as_bytes());
         let id = upload(&http, &server.base, distinct).await;
         let mut received = Vec::with_capacity(clients);
         while received.len() < clients {
