@@ -58,6 +58,15 @@ pub enum Mode {
     Accurate,
 }
 
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Fast => "fast",
+            Mode::Accurate => "accurate",
+        }
+    }
+}
+
 impl FromStr for Mode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -282,9 +291,19 @@ impl Detector {
     /// Finds the faces in an upright RGB image, best first. CPU-bound: call it
     /// from a blocking thread, not an async task.
     pub fn detect(&self, image: &RgbImage) -> Result<Vec<Face>, DetectError> {
+        self.detect_with(image, self.config.mode, self.config.score_threshold)
+    }
+
+    /// [`Detector::detect`] in `mode` and at `threshold` instead of the configured
+    /// ones (a service's per-request options).
+    pub fn detect_with(
+        &self,
+        image: &RgbImage,
+        mode: Mode,
+        threshold: f32,
+    ) -> Result<Vec<Face>, DetectError> {
         let (width, height) = image.dimensions();
-        let (passes, views) = self.views(width, height);
-        let threshold = self.config.score_threshold;
+        let (passes, views) = self.views(width, height, mode);
         // With several passes a face's score is theirs combined, so each pass
         // must report faces it scores below the threshold too.
         let candidate_threshold = if passes.len() > 1 {
@@ -346,11 +365,11 @@ impl Detector {
     }
 
     /// The passes over an image of this size and their views.
-    fn views(&self, width: u32, height: u32) -> (Vec<Pass>, Vec<View>) {
+    fn views(&self, width: u32, height: u32, mode: Mode) -> (Vec<Pass>, Vec<View>) {
         let longest = width.max(height) as f32;
         let cap = self.config.max_input_side.max(32) as f32 / longest;
         let coarse = (COARSE_SIDE as f32 / longest).min(1.0).min(cap);
-        let accurate = self.config.mode == Mode::Accurate;
+        let accurate = mode == Mode::Accurate;
         // (scale, mirrored twin) from coarse to fine; a scale the cap makes equal
         // to the one before is left out.
         let mut scales = vec![(coarse, accurate)];

@@ -19,6 +19,8 @@ use crate::store::Store;
 use crate::{api, notify, retention, server, worker};
 
 /// How long shutdown waits for in-flight jobs before leaving them to their lease.
+/// Finished ids kept for slow waiters; one that falls behind re-reads the database.
+const FINISHED_BACKLOG: usize = 1024;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// How long shutdown waits for open HTTP requests to end.
 const HTTP_GRACE: Duration = Duration::from_secs(5);
@@ -84,6 +86,7 @@ impl App {
             ),
             client_address,
             decodes: Arc::new(Semaphore::new(config.max_concurrent_decodes.max(1))),
+            finished: tokio::sync::broadcast::channel(FINISHED_BACKLOG).0,
             config,
         });
         if state.db.dialect() == Dialect::Postgres {

@@ -40,8 +40,11 @@ pub fn detection(submission: &Submission, public_url: &str) -> Option<(Detection
     ))
 }
 
-/// Publishes a detection to this process's clients.
+/// Tells this process's waiting uploads that a submission finished, and its feed
+/// clients what was found.
 async fn publish_local(state: &AppState, id: Uuid) {
+    // No receiver (nobody waiting) is fine.
+    let _ = state.finished.send(id);
     match state.db.submission(id).await {
         Ok(Some(submission)) => {
             if let Some((detection, path)) = detection(&submission, state.config.public_url()) {
@@ -55,10 +58,10 @@ async fn publish_local(state: &AppState, id: Uuid) {
     }
 }
 
-/// Announces a submission just committed as done to every feed client. On
-/// PostgreSQL the commit itself sent the `NOTIFY` (see `Db::complete_job`), so a
-/// worker dying right after its commit cannot lose the event; every API node's
-/// listener, this one's included, publishes it.
+/// Announces a submission just committed as done or failed to every feed client
+/// and waiting upload. On PostgreSQL the commit itself sent the `NOTIFY` (see
+/// `Db::complete_job`), so a worker dying right after its commit cannot lose the
+/// event; every API node's listener, this one's included, publishes it.
 pub async fn announce(state: &AppState, id: Uuid) {
     if state.db.dialect() == Dialect::Sqlite {
         publish_local(state, id).await;

@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{broadcast, watch, Notify, Semaphore};
+use uuid::Uuid;
 
 use crate::api::admission::Admission;
 use crate::api::limits::{ClientAddress, UploadsInProgress};
@@ -36,6 +37,9 @@ pub struct AppState {
     pub client_address: ClientAddress,
     /// Permits for images held decoded in memory at once.
     pub decodes: Arc<Semaphore>,
+    /// The id of each submission that finished (done or failed), on any node:
+    /// what `POST /image/?wait=N` waits on.
+    pub finished: broadcast::Sender<Uuid>,
 }
 
 impl AppState {

@@ -1,7 +1,7 @@
 //! The domain: a submission (one accepted upload) and the faces found in it.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use faces_detect::Face;
+use faces_detect::{Face, Mode};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -87,6 +87,28 @@ pub struct Submission {
     pub duplicate_of: Option<Uuid>,
     pub error: Option<String>,
     pub attempts: i64,
+    pub options: Options,
+}
+
+/// How a submission is detected: the server's defaults or the request's own.
+/// Part of the duplicate key: the same bytes with other options are detected afresh.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
+pub struct Options {
+    /// `fast` or `accurate`.
+    #[schema(value_type = String, example = "fast")]
+    pub mode: Mode,
+    /// Minimum face score, 0-1, to four decimals.
+    #[schema(example = 0.5)]
+    pub threshold: f64,
+}
+
+impl Options {
+    pub fn new(mode: Mode, threshold: f64) -> Self {
+        Self {
+            mode,
+            threshold: (threshold * 10_000.0).round() / 10_000.0,
+        }
+    }
 }
 
 /// What a worker found, ready to be recorded.

@@ -14,7 +14,7 @@ use crate::db::ClaimedJob;
 use crate::metrics::{Metrics, Stage};
 use crate::state::AppState;
 use crate::store::{processed_key, StoreError};
-use crate::submission::{FaceBox, Outcome};
+use crate::submission::{FaceBox, Options, Outcome};
 
 /// How long an idle worker sleeps before looking at the queue again when nobody wakes it.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -107,8 +107,10 @@ async fn process(
         // Its workers kept dying mid-job (crash loop): stop trying.
         let message = format!("gave up after {} attempts", job.attempts - 1);
         state.metrics.jobs_failed();
-        if let Err(error) = state.db.fail_job(&job, &message).await {
-            tracing::error!(%id, %error, "could not mark job failed");
+        match state.db.fail_job(&job, &message).await {
+            Ok(true) => crate::notify::announce(state, id).await,
+            Ok(false) => {}
+            Err(error) => tracing::error!(%id, %error, "could not mark job failed"),
         }
         return;
     }
@@ -163,7 +165,11 @@ async fn process(
         Err(error) if error.permanent || job.attempts >= max_attempts => {
             state.metrics.jobs_failed();
             tracing::warn!(%id, attempts = job.attempts, error = %error.message, "job failed");
-            state.db.fail_job(&job, &error.message).await.map(|_| ())
+            let failed = state.db.fail_job(&job, &error.message).await;
+            if let Ok(true) = failed {
+                crate::notify::announce(state, id).await;
+            }
+            failed.map(|_| ())
         }
         Err(error) => {
             state.metrics.jobs_retried();
@@ -202,7 +208,7 @@ async fn attempt(
 
     let earlier = state
         .db
-        .done_with_hash(&submission.content_hash, submission.id)
+        .done_with_hash(&submission)
         .await
         .map_err(JobError::transient)?;
     metrics.job_stage(Stage::Lookup, looking_up.elapsed());
@@ -247,6 +253,7 @@ async fn attempt(
         max_pixels: state.config.max_pixels,
     };
     let detector = detector.clone();
+    let options = submission.options;
     // Bounds how many decoded images sit in memory at once, whatever the worker count.
     let decoding = timed(metrics, Stage::Wait, state.decodes.clone().acquire_owned())
         .await
@@ -254,7 +261,7 @@ async fn attempt(
     let blocking_metrics = metrics.clone();
     let (width, height, faces, marked) = tokio::task::spawn_blocking(move || {
         let _decoding = decoding;
-        detect(&detector, &original, &limits, &blocking_metrics)
+        detect(&detector, &original, options, &limits, &blocking_metrics)
     })
     .await
     .map_err(JobError::transient)??;
@@ -299,6 +306,7 @@ type Detected = (i64, i64, Vec<FaceBox>, Option<Bytes>);
 fn detect(
     detector: &Detector,
     original: &[u8],
+    options: Options,
     limits: &DecodeLimits,
     metrics: &Metrics,
 ) -> Result<Detected, JobError> {
@@ -310,7 +318,9 @@ fn detect(
             other => JobError::transient(other),
         })?;
     let started = Instant::now();
-    let faces = detector.detect(&image).map_err(JobError::transient)?;
+    let faces = detector
+        .detect_with(&image, options.mode, options.threshold as f32)
+        .map_err(JobError::transient)?;
     metrics.detection_seconds(started.elapsed());
     metrics.job_stage(Stage::Detect, started.elapsed());
     let marked = if faces.is_empty() {

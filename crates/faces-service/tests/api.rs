@@ -655,3 +655,119 @@ async fn cors_allows_only_configured_origins() {
         "CORS is off by default"
     );
 }
+
+#[tokio::test]
+async fn wait_answers_with_the_result_or_the_202_when_too_short() {
+    let app = TestApp::start().await;
+    let (status, body, _) = app
+        .upload_with(
+            "wait=30",
+            &[],
+            read("known_counts/fr_two_people.jpg"),
+            "two.jpg",
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "done");
+    assert_eq!(body["faces_count"], 2);
+    assert_eq!(body["faces"].as_array().unwrap().len(), 2);
+    assert_eq!(body["message"], "Image processed.");
+    let id = body["id"].as_str().unwrap();
+    assert_eq!(body["status_url"], app.url(&format!("/image/{id}")));
+    assert!(body["feed_url"].as_str().unwrap().starts_with("ws://"));
+    assert!(body["image_url"].as_str().unwrap().ends_with(".jpg"));
+    // The same as reading it afterwards.
+    let (_, shown) = app.get_json(&format!("/image/{id}")).await;
+    assert_eq!(shown["faces"], body["faces"]);
+
+    // No worker here: nothing can finish, so the wait runs out and the 202 comes.
+    let api_only = TestApp::start_with(|c| c.workers = 0).await;
+    let (status, body, took) = api_only
+        .upload_with("wait=1", &[], read("known_counts/fr_biden.jpg"), "b.jpg")
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        body["message"],
+        "Request accepted. Starting image processing."
+    );
+    assert!(took >= Duration::from_secs(1), "waited {took:?}");
+    assert!(took < Duration::from_secs(5), "waited {took:?}");
+}
+
+#[tokio::test]
+async fn options_are_stored_shown_and_part_of_the_duplicate_key() {
+    let app = TestApp::start().await;
+    let photo = read("known_counts/fr_two_people.jpg");
+    let (status, plain, _) = app
+        .upload_with("wait=30", &[], photo.clone(), "p.jpg")
+        .await;
+    assert_eq!(status, 200, "{plain}");
+    assert_eq!(
+        (plain["mode"].clone(), plain["threshold"].clone()),
+        ("fast".into(), 0.5.into())
+    );
+    assert_eq!(plain["faces_count"], 2);
+
+    // Same bytes, a lower threshold: detected afresh, with the low-scoring candidates.
+    let (status, low, _) = app
+        .upload_with("wait=30&threshold=0.05", &[], photo.clone(), "p.jpg")
+        .await;
+    assert_eq!(status, 200, "{low}");
+    assert_eq!(low["threshold"], 0.05);
+    assert!(low["duplicate_of"].is_null(), "{low}");
+    assert!(low["faces_count"].as_u64().unwrap() > 2, "{low}");
+    assert!(low["faces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["score"].as_f64().unwrap() < 0.5));
+
+    // The page's form fields do the same; the query string wins where both are given.
+    let (status, accurate, _) = app
+        .upload_with(
+            "wait=60&threshold=0.6",
+            &[("mode", "accurate"), ("threshold", "0.9")],
+            photo.clone(),
+            "p.jpg",
+        )
+        .await;
+    assert_eq!(status, 200, "{accurate}");
+    assert_eq!(accurate["mode"], "accurate");
+    assert_eq!(accurate["threshold"], 0.6);
+    assert!(accurate["duplicate_of"].is_null(), "{accurate}");
+
+    // The same options again: answered from the earlier result.
+    let (_, again, _) = app
+        .upload_with("wait=30&threshold=0.05", &[], photo, "p.jpg")
+        .await;
+    assert_eq!(again["duplicate_of"], low["id"], "{again}");
+    assert_eq!(again["faces"], low["faces"]);
+}
+
+#[tokio::test]
+async fn every_bad_option_gets_its_400_and_stores_nothing() {
+    let app = TestApp::start().await;
+    let cases = [
+        ("wait=61", &[][..], "wait"),
+        ("wait=soon", &[][..], "wait"),
+        ("mode=turbo", &[][..], "mode"),
+        ("threshold=1.5", &[][..], "threshold"),
+        ("threshold=-1", &[][..], "threshold"),
+        ("", &[("mode", "slow")][..], "mode"),
+        ("", &[("threshold", "half")][..], "threshold"),
+    ];
+    for (query, fields, key) in cases {
+        let (status, body, _) = app
+            .upload_with(query, fields, read("known_counts/fr_biden.jpg"), "b.jpg")
+            .await;
+        assert_eq!(status, 400, "{query} {fields:?}: {body}");
+        let messages = body[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("{query}: {body}"));
+        assert_eq!(messages.len(), 1, "{body}");
+        assert_eq!(body.as_object().unwrap().len(), 1, "{body}");
+    }
+    let (_, page) = app.get_json("/images").await;
+    assert_eq!(page["images"].as_array().unwrap().len(), 0);
+    assert_eq!(app.stored_files().await, Vec::<String>::new());
+}

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::submission::{timestamp, FaceBox, Status, Submission};
+use crate::submission::{timestamp, FaceBox, Options, Status, Submission};
 
 const DEFAULT_PAGE: i64 = 20;
 const MAX_PAGE: i64 = 100;
@@ -40,10 +40,12 @@ pub struct SubmissionView {
     attempts: i64,
     /// An earlier submission with identical bytes whose result was reused.
     duplicate_of: Option<Uuid>,
+    #[serde(flatten)]
+    options: Options,
 }
 
 impl SubmissionView {
-    fn new(s: Submission, public_url: &str) -> Self {
+    pub fn new(s: Submission, public_url: &str) -> Self {
         Self {
             id: s.id,
             status: s.status.as_str(),
@@ -59,6 +61,7 @@ impl SubmissionView {
             height: s.height,
             attempts: s.attempts,
             duplicate_of: s.duplicate_of,
+            options: s.options,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod openapi;
 mod page;
 mod png_structure;
 mod processed;
+mod request_options;
 pub mod socketio;
 mod upload;
 

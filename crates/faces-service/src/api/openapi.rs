@@ -26,6 +26,10 @@ pub struct UploadForm {
     /// A gif, jpg, jpeg or png file; the extension and the bytes must agree.
     #[schema(value_type = String, format = Binary)]
     image: Vec<u8>,
+    /// `fast` or `accurate`, as the `mode` query parameter (which wins if both are given).
+    mode: Option<String>,
+    /// 0-1, as the `threshold` query parameter (which wins if both are given).
+    threshold: Option<f64>,
 }
 
 /// `/readyz`: `ok`, or what failed.

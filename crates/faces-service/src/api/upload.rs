@@ -1,10 +1,12 @@
 //! `POST /image/`: stream the file to disk while hashing it, validate it as SPEC
-//! section 2 orders, store it, and queue its job, all before answering 202.
+//! section 2 orders, store it, and queue its job, all before answering 202 (or,
+//! with `?wait=N`, 200 with the result once it is ready within N seconds).
 //! A rejected upload leaves nothing behind.
 
 use std::io::{BufReader, Cursor, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -15,10 +17,13 @@ use faces_detect::{guess_format, probe, DecodeLimits, DetectError, ImageFormat};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
+use tokio::sync::broadcast;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::images::SubmissionView;
 use super::png_structure::{PngStructure, Verdict};
+use super::request_options::{Requested, MAX_FIELD_BYTES, OPTION_FIELDS};
 use crate::error::{messages, ApiError};
 use crate::state::AppState;
 use crate::store::original_key;
@@ -59,6 +64,8 @@ struct Received {
     size: u64,
     sha256: String,
     png: Verdict,
+    /// `mode` and `threshold` form fields (the page's), before or after the file.
+    options: Requested,
 }
 
 /// Submit a photo (also at `POST /image`).
@@ -71,9 +78,17 @@ struct Received {
     path = "/image/",
     tag = "images",
     request_body(content = crate::api::openapi::UploadForm, content_type = "multipart/form-data"),
+    params(
+        ("wait" = Option<u64>, Query, minimum = 0, maximum = 60,
+            description = "Seconds to wait for the result: `200` with it if the photo is done or failed by then, else the `202`"),
+        ("mode" = Option<String>, Query, description = "`fast` or `accurate` for this photo (default: the server's `--detector-mode`)"),
+        ("threshold" = Option<f64>, Query, minimum = 0, maximum = 1,
+            description = "Minimum face score for this photo (default: the server's `--score-threshold`)"),
+    ),
     responses(
+        (status = 200, description = "With `wait`: the photo was done or failed in time", body = Answered),
         (status = 202, description = "Accepted and queued", body = Accepted),
-        (status = 400, description = "No file, an empty file, not a file, not a valid image, an extension not allowed, or too many pixels", body = crate::api::openapi::ErrorBody),
+        (status = 400, description = "No file, an empty file, not a file, not a valid image, an extension not allowed, or too many pixels (keyed `image`); a bad `wait`, `mode` or `threshold` (keyed by its name)", body = crate::api::openapi::ErrorBody),
         (status = 401, description = "API keys are configured and none valid was given", body = crate::api::openapi::ErrorBody),
         (status = 413, description = "Over the byte limit", body = crate::api::openapi::ErrorBody),
         (status = 415, description = "Not multipart/form-data", body = crate::api::openapi::ErrorBody),
@@ -85,30 +100,37 @@ struct Received {
     security((), ("bearer" = []))
 )]
 pub async fn upload(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    // Held until the answer: bounds the temp files and sockets uploads tie up,
-    // per client address first, so that a few slow clients cannot take them all.
-    let _from_address = match state.client_address.of(&request) {
-        Some(address) => match state
-            .uploads_in_progress
-            .start(address, state.config.max_concurrent_uploads_per_address)
-        {
-            Some(counted) => Some(counted),
-            None => return super::limits::too_many_uploads_from_address(),
-        },
-        None => None,
-    };
-    let Ok(_streaming) = state.uploads.clone().try_acquire_owned() else {
-        return super::limits::too_many_uploads();
-    };
     let html = wants_html(request.headers());
-    let result = match state.admission.check(&state.db).await {
-        Ok(()) => accept(&state, request).await,
-        Err(refused) => Err(refused),
+    let result = match Requested::from_query(request.uri().query()) {
+        Ok(requested) => {
+            // Subscribed before the job exists, so its finish cannot be missed.
+            let finished = (requested.wait > 0 && !html).then(|| state.finished.subscribe());
+            match receive_upload(&state, request, requested).await {
+                Ok(accepted) => Ok((accepted, finished, requested.wait)),
+                Err(Refused::Response(response)) => return response,
+                Err(Refused::Error(error)) => Err(error),
+            }
+        }
+        Err(error) => Err(error),
     };
     match result {
         // A form posted without JavaScript gets pages, not JSON.
         Ok(_) if html => Redirect::to("/").into_response(),
-        Ok(accepted) => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
+        Ok((accepted, Some(finished), wait)) => {
+            // The upload's slots are given back already: waiting holds no worker,
+            // no upload slot and no database connection.
+            match wait_for_result(&state, finished, accepted.id, wait).await {
+                Some(view) => Json(Answered {
+                    view,
+                    message: RESULT_MESSAGE,
+                    feed_url: accepted.feed_url,
+                    status_url: accepted.status_url,
+                })
+                .into_response(),
+                None => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
+            }
+        }
+        Ok((accepted, None, _)) => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
         Err(error) => {
             tracing::info!(status = error.status.as_u16(), reason = %error.message, "upload rejected");
             if html {
@@ -120,6 +142,88 @@ pub async fn upload(State(state): State<Arc<AppState>>, request: Request) -> Res
     }
 }
 
+/// Why an upload was not accepted: a ready answer (a limit's), or an error to show.
+enum Refused {
+    Response(Response),
+    Error(ApiError),
+}
+
+/// Admits, streams, validates, stores and queues one upload.
+async fn receive_upload(
+    state: &Arc<AppState>,
+    request: Request,
+    requested: Requested,
+) -> Result<Accepted, Refused> {
+    // Held until accepted: bounds the temp files and sockets uploads tie up, per
+    // client address first, so that a few slow clients cannot take them all.
+    let _from_address = match state.client_address.of(&request) {
+        Some(address) => match state
+            .uploads_in_progress
+            .start(address, state.config.max_concurrent_uploads_per_address)
+        {
+            Some(counted) => Some(counted),
+            None => {
+                return Err(Refused::Response(
+                    super::limits::too_many_uploads_from_address(),
+                ))
+            }
+        },
+        None => None,
+    };
+    let Ok(_streaming) = state.uploads.clone().try_acquire_owned() else {
+        return Err(Refused::Response(super::limits::too_many_uploads()));
+    };
+    state
+        .admission
+        .check(&state.db)
+        .await
+        .map_err(Refused::Error)?;
+    accept(state, request, requested)
+        .await
+        .map_err(Refused::Error)
+}
+
+const RESULT_MESSAGE: &str = "Image processed.";
+
+/// The `200` answer of `?wait=N`: the submission as `GET /image/<id>` shows it,
+/// with the 202's links.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Answered {
+    #[serde(flatten)]
+    view: SubmissionView,
+    #[schema(example = "Image processed.")]
+    message: &'static str,
+    feed_url: String,
+    status_url: String,
+}
+
+/// Waits up to `wait` seconds for submission `id` to finish (done or failed).
+/// `None` if it did not in time.
+async fn wait_for_result(
+    state: &AppState,
+    mut finished: broadcast::Receiver<Uuid>,
+    id: Uuid,
+    wait: u64,
+) -> Option<SubmissionView> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    loop {
+        match tokio::time::timeout_at(deadline, finished.recv()).await {
+            Ok(Ok(done)) if done == id => break,
+            Ok(Ok(_)) => {}
+            // Fell behind a burst of finishes: the database knows whether it is done.
+            Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
+                let submission = state.db.submission(id).await.ok().flatten()?;
+                if matches!(submission.status, Status::Done | Status::Failed) {
+                    break;
+                }
+            }
+            Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => return None,
+        }
+    }
+    let submission = state.db.submission(id).await.ok().flatten()?;
+    Some(SubmissionView::new(submission, state.config.public_url()))
+}
+
 /// True for a browser's plain form post: it asks for HTML and not for JSON.
 fn wants_html(headers: &HeaderMap) -> bool {
     let accept = headers
@@ -129,7 +233,11 @@ fn wants_html(headers: &HeaderMap) -> bool {
     accept.contains("text/html") && !accept.contains("application/json")
 }
 
-async fn accept(state: &Arc<AppState>, request: Request) -> Result<Accepted, ApiError> {
+async fn accept(
+    state: &Arc<AppState>,
+    request: Request,
+    mut requested: Requested,
+) -> Result<Accepted, ApiError> {
     let limit = state.config.max_upload_bytes;
     check_headers(request.headers(), limit)?;
     let content_type = request
@@ -149,6 +257,8 @@ async fn accept(state: &Arc<AppState>, request: Request) -> Result<Accepted, Api
         )
     })?;
     let received = receive(state, multipart, limit).await?;
+    requested.fill_from(received.options);
+    let options = requested.options(state.config.detector_mode, state.config.score_threshold);
     if received.size == 0 {
         return Err(ApiError::image(messages::EMPTY));
     }
@@ -187,6 +297,7 @@ async fn accept(state: &Arc<AppState>, request: Request) -> Result<Accepted, Api
         duplicate_of: None,
         error: None,
         attempts: 0,
+        options,
     };
     if let Err(error) = state.db.insert_submission(&submission).await {
         let _ = state.store.delete(&key).await;
@@ -247,8 +358,22 @@ async fn receive(
         }
     };
     let mut saw_plain_value = false;
+    let mut options = Requested::default();
+    let mut received: Option<Received> = None;
     while let Some(mut field) = multipart.next_field().await.map_err(malformed)? {
-        if !field.name().is_some_and(|name| FILE_FIELDS.contains(&name)) {
+        let name = field.name().unwrap_or_default().to_owned();
+        if OPTION_FIELDS.contains(&name.as_str()) && field.file_name().is_none() {
+            let mut value = Vec::new();
+            while let Some(chunk) = field.chunk().await.map_err(malformed)? {
+                value.extend_from_slice(&chunk);
+                if value.len() > MAX_FIELD_BYTES {
+                    break;
+                }
+            }
+            options.set(&name, &String::from_utf8_lossy(&value))?;
+            continue;
+        }
+        if received.is_some() || !FILE_FIELDS.contains(&name.as_str()) {
             continue;
         }
         let Some(file_name) = field.file_name().map(str::to_owned) else {
@@ -276,19 +401,26 @@ async fn receive(
             file.write_all(&chunk).await.map_err(ApiError::internal)?;
         }
         file.flush().await.map_err(ApiError::internal)?;
-        return Ok(Received {
+        received = Some(Received {
             temp,
             file_name,
             size,
             sha256: hex::encode(hasher.finalize()),
             png: png.verdict(),
+            options: Requested::default(),
         });
     }
-    Err(ApiError::image(if saw_plain_value {
-        messages::NOT_A_FILE
-    } else {
-        messages::NO_FILE
-    }))
+    match received {
+        Some(received) => Ok(Received {
+            options,
+            ..received
+        }),
+        None => Err(ApiError::image(if saw_plain_value {
+            messages::NOT_A_FILE
+        } else {
+            messages::NO_FILE
+        })),
+    }
 }
 
 /// Whether the body stopped arriving for longer than the body timeout.

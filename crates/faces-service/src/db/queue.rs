@@ -152,8 +152,17 @@ impl Db {
         .bind(micros(Utc::now()))
         .bind(error.to_owned())
         .bind(job.submission_id.to_string());
-        self.fenced(Self::held(FINISH_FAILED, job), vec![submission])
-            .await
+        // As in `complete_job`: uploads waiting on any node learn of it.
+        let event = (self.dialect == Dialect::Postgres).then(|| {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(EVENTS_CHANNEL)
+                .bind(job.submission_id.to_string())
+        });
+        self.fenced(
+            Self::held(FINISH_FAILED, job),
+            std::iter::once(submission).chain(event).collect(),
+        )
+        .await
     }
 
     /// Puts a failed attempt back in the queue, due at `run_at`.

@@ -6,7 +6,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::{from_micros, micros, parse_uuid, Db};
-use crate::submission::{FaceBox, Status, Submission};
+use crate::submission::{FaceBox, Options, Status, Submission};
 
 /// A submission old enough for retention to remove, with its files.
 #[derive(Debug, Clone)]
@@ -18,7 +18,7 @@ pub struct Expired {
 
 const SUBMISSION_COLUMNS: &str =
     "s.id, s.status, s.created_at, s.processed_at, s.original_key, s.processed_key, \
-     s.content_hash, s.byte_size, s.width, s.height, s.faces, s.duplicate_of, s.error, \
+     s.content_hash, s.byte_size, s.width, s.height, s.faces, s.duplicate_of, s.error, s.mode, s.threshold, \
      COALESCE(j.attempts, 0) AS attempts";
 
 impl Db {
@@ -26,8 +26,8 @@ impl Db {
     pub async fn insert_submission(&self, s: &Submission) -> sqlx::Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO submissions (id, status, created_at, original_key, content_hash, byte_size, width, height) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO submissions (id, status, created_at, original_key, content_hash, byte_size, width, height, mode, threshold) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(s.id.to_string())
         .bind(s.status.as_str())
@@ -37,6 +37,8 @@ impl Db {
         .bind(s.byte_size)
         .bind(s.width)
         .bind(s.height)
+        .bind(s.options.mode.as_str())
+        .bind(s.options.threshold)
         .execute(&mut *tx)
         .await?;
         sqlx::query("INSERT INTO jobs (submission_id, state, attempts, run_at) VALUES ($1, 'queued', 0, $2)")
@@ -89,21 +91,20 @@ impl Db {
         rows.iter().map(submission_from_row).collect()
     }
 
-    /// The newest finished submission with the same bytes, whose result can be reused
-    /// (the newest, as retention removes the oldest first).
-    pub async fn done_with_hash(
-        &self,
-        hash: &str,
-        except: Uuid,
-    ) -> sqlx::Result<Option<Submission>> {
+    /// The newest finished submission with the same bytes and options, whose result
+    /// can be reused (the newest, as retention removes the oldest first).
+    pub async fn done_with_hash(&self, like: &Submission) -> sqlx::Result<Option<Submission>> {
         let sql = format!(
             "SELECT {SUBMISSION_COLUMNS} FROM submissions s LEFT JOIN jobs j ON j.submission_id = s.id \
              WHERE s.content_hash = $1 AND s.status = 'done' AND s.id <> $2 \
+             AND s.mode = $3 AND s.threshold = $4 \
              ORDER BY s.created_at DESC LIMIT 1"
         );
         let row = sqlx::query(&sql)
-            .bind(hash)
-            .bind(except.to_string())
+            .bind(&like.content_hash)
+            .bind(like.id.to_string())
+            .bind(like.options.mode.as_str())
+            .bind(like.options.threshold)
             .fetch_optional(&self.pool)
             .await?;
         row.map(|r| submission_from_row(&r)).transpose()
@@ -174,6 +175,7 @@ fn submission_from_row(row: &AnyRow) -> sqlx::Result<Submission> {
         .transpose()
         .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
     let duplicate_of: Option<String> = row.try_get("duplicate_of")?;
+    let mode: String = row.try_get("mode")?;
     Ok(Submission {
         id: parse_uuid(&row.try_get::<String, _>("id")?)?,
         status: Status::parse(&status)
@@ -192,5 +194,11 @@ fn submission_from_row(row: &AnyRow) -> sqlx::Result<Submission> {
         duplicate_of: duplicate_of.as_deref().map(parse_uuid).transpose()?,
         error: row.try_get("error")?,
         attempts: row.try_get("attempts")?,
+        options: Options {
+            mode: mode
+                .parse()
+                .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
+            threshold: row.try_get("threshold")?,
+        },
     })
 }

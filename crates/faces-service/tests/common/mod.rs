@@ -156,6 +156,33 @@ impl TestApp {
         (status, response.json().await.expect("JSON body"))
     }
 
+    /// Uploads `bytes` as `file_name` to `POST /image/?{query}`, with extra text
+    /// form fields; returns the status, the body and how long the answer took.
+    pub async fn upload_with(
+        &self,
+        query: &str,
+        fields: &[(&str, &str)],
+        bytes: Vec<u8>,
+        file_name: &str,
+    ) -> (u16, Value, Duration) {
+        let mut form = reqwest::multipart::Form::new();
+        for (name, value) in fields {
+            form = form.text(name.to_string(), value.to_string());
+        }
+        let part = reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_owned());
+        let started = std::time::Instant::now();
+        let response = self
+            .http
+            .post(self.url(&format!("/image/?{query}")))
+            .multipart(form.part("image", part))
+            .send()
+            .await
+            .expect("upload sent");
+        let status = response.status().as_u16();
+        let body = response.json().await.expect("JSON body");
+        (status, body, started.elapsed())
+    }
+
     /// Uploads a file of `../shared/data` under its own name; expects 202, returns the id.
     pub async fn upload(&self, relative: &str) -> String {
         let name = Path::new(relative)
