@@ -154,6 +154,28 @@ describe('web page in Chromium', () => {
     assert.deepEqual(pageErrors.map(String), [], 'uncaught errors in the page');
   });
 
+  test('options: the mode and minimum score chosen on the page go with the upload', async (t) => {
+    const { page, pageErrors, close } = await launch({ viewport: { width: 1280, height: 900 } });
+    t.after(close);
+    await openPage(page);
+    await page.locator('#mode-input').selectOption('accurate');
+    await page.locator('#threshold-input').fill('0.3');
+    const sent = await uploadViaInput(page, TWO_PEOPLE);
+    assert.equal(sent.status, 202, JSON.stringify(sent.body));
+    const shown = await (await fetch(`${server.url}/image/${sent.body.id}`)).json();
+    assert.equal(shown.mode, 'accurate');
+    assert.equal(shown.threshold, 0.3);
+
+    // A bad value is the server's 400, shown like any other refusal.
+    await page.locator('#threshold-input').evaluate((el) => { el.min = ''; el.max = ''; });
+    await page.locator('#threshold-input').fill('7');
+    const bad = await uploadViaInput(page, TWO_PEOPLE);
+    assert.equal(bad.status, 400);
+    assert.deepEqual(Object.keys(bad.body), ['threshold']);
+    await page.locator('#errors').getByText(bad.body.threshold[0], { exact: false }).waitFor({ state: 'visible' });
+    assert.deepEqual(pageErrors.map(String), [], 'uncaught errors in the page');
+  });
+
   test('phone: recent results are shown on load', async (t) => {
     assert.ok(uploadedId, 'needs the desktop test to have uploaded a photo');
     const { page, pageErrors, close } = await launch({

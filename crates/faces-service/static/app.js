@@ -148,6 +148,11 @@ function upload({ file, row }) {
   return new Promise((resolve) => {
     const xhr = new XMLHttpRequest();
     const body = new FormData();
+    // Empty means the server's default; the server answers a bad value with a 400.
+    const mode = $('mode-input').value;
+    const threshold = $('threshold-input').value.trim();
+    if (mode) body.append('mode', mode);
+    if (threshold) body.append('threshold', threshold);
     body.append('image', file, file.name);
     xhr.open('POST', '/image/');
     xhr.setRequestHeader('Accept', 'application/json');

@@ -370,7 +370,11 @@ async fn receive(
                     break;
                 }
             }
-            options.set(&name, &String::from_utf8_lossy(&value))?;
+            // A plain form post sends the page's empty controls: the defaults.
+            let value = String::from_utf8_lossy(&value);
+            if !value.trim().is_empty() {
+                options.set(&name, &value)?;
+            }
             continue;
         }
         if received.is_some() || !FILE_FIELDS.contains(&name.as_str()) {
