@@ -69,6 +69,9 @@ impl App {
             Role::Worker => None,
         };
         let addr = listener.as_ref().map(TcpListener::local_addr).transpose()?;
+        // Live clients get what commits from now on; older events are replayed on
+        // request (`GET /faces?after=`).
+        let relayed = db.last_event_seq().await.context("reading the outbox")?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let state = Arc::new(AppState {
             db,
@@ -87,6 +90,7 @@ impl App {
             client_address,
             decodes: Arc::new(Semaphore::new(config.max_concurrent_decodes.max(1))),
             finished: tokio::sync::broadcast::channel(FINISHED_BACKLOG).0,
+            relayed: tokio::sync::Mutex::new(relayed),
             config,
         });
         if state.db.dialect() == Dialect::Postgres {
@@ -96,6 +100,9 @@ impl App {
                 state.config.database_url(),
                 events,
             ));
+        }
+        if role == Role::Serve {
+            tokio::spawn(notify::relay_periodically(state.clone()));
         }
         let detector = match state.config.workers {
             0 => None,

@@ -29,15 +29,35 @@ pub struct Detection {
     pub image_url: String,
     pub id: String,
     pub faces: Vec<FaceBox>,
+    /// The event's place in the feed, increasing across the deployment: reconnect
+    /// with `GET /faces?after=<seq>` to get what came after it.
+    pub seq: i64,
 }
 
 /// One published event, as sent to WebSocket clients and to Socket.IO clients.
 #[derive(Debug, Clone)]
 pub struct Event {
+    pub seq: i64,
     /// The JSON text of a [`Detection`].
     pub json: Arc<str>,
     /// The processed image's URL path (`/static/processed_faces/…`).
     pub image_path: Arc<str>,
+}
+
+impl Event {
+    pub fn new(detection: &Detection, image_path: &str) -> Option<Self> {
+        match serde_json::to_string(detection) {
+            Ok(json) => Some(Event {
+                seq: detection.seq,
+                json: json.into(),
+                image_path: image_path.into(),
+            }),
+            Err(error) => {
+                tracing::error!(%error, "could not serialise detection");
+                None
+            }
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -68,12 +88,8 @@ impl Feed {
     }
 
     pub fn publish(&self, detection: &Detection, image_path: &str) {
-        match serde_json::to_string(detection) {
-            Ok(json) => self.publish_local(Event {
-                json: json.into(),
-                image_path: image_path.into(),
-            }),
-            Err(error) => tracing::error!(%error, "could not serialise detection"),
+        if let Some(event) = Event::new(detection, image_path) {
+            self.publish_local(event);
         }
     }
 

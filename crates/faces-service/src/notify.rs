@@ -1,11 +1,12 @@
 //! Telling other processes: a finished detection must reach the feed clients of
 //! every API node, and a new job should wake an idle worker on any node.
 //!
-//! With SQLite everything runs in one process and goes through memory. With
-//! PostgreSQL, `NOTIFY` carries only the submission id (payloads are capped at
-//! 8000 bytes; a crowd photo's faces are more), and each API node's listener loads
-//! the record and publishes it to its own clients: every client of every node gets
-//! each event once.
+//! Feed events are rows of the `events` outbox, written in the result's
+//! transaction; each API node relays the rows it has not sent yet to its own
+//! clients, in `seq` order. With SQLite everything runs in one process and the
+//! worker's commit prompts the relay. With PostgreSQL, `NOTIFY` (in the same
+//! transaction) carries only the submission id and prompts every API node's relay:
+//! every client of every node gets each event once, in the same order.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,8 +22,18 @@ use crate::submission::{timestamp, Submission};
 const EVENTS: &str = crate::db::EVENTS_CHANNEL;
 const JOBS: &str = "faces_jobs";
 
-/// The feed message for a finished submission, if it has a marked copy (at least one face).
-pub fn detection(submission: &Submission, public_url: &str) -> Option<(Detection, String)> {
+/// Outbox rows read per query while relaying.
+const RELAY_BATCH: i64 = 256;
+/// How often the relay reads the outbox unprompted: after a missed notification
+/// (a listener reconnecting) events still go out, at most this late.
+pub const RELAY_EVERY: Duration = Duration::from_secs(2);
+
+/// The feed message for outbox event `seq`: a done submission with a marked copy.
+pub fn detection(
+    seq: i64,
+    submission: &Submission,
+    public_url: &str,
+) -> Option<(Detection, String)> {
     let key = submission.processed_key.as_ref()?;
     let faces = submission.faces.clone().unwrap_or_default();
     let image_path = format!("/static/{key}");
@@ -35,36 +46,69 @@ pub fn detection(submission: &Submission, public_url: &str) -> Option<(Detection
             image_url: format!("{public_url}{image_path}"),
             id: submission.id.to_string(),
             faces,
+            seq,
         },
         image_path,
     ))
 }
 
-/// Tells this process's waiting uploads that a submission finished, and its feed
-/// clients what was found.
-async fn publish_local(state: &AppState, id: Uuid) {
-    // No receiver (nobody waiting) is fine.
-    let _ = state.finished.send(id);
-    match state.db.submission(id).await {
-        Ok(Some(submission)) => {
-            if let Some((detection, path)) = detection(&submission, state.config.public_url()) {
+/// Sends this node's feed clients every outbox event it has not sent yet, in
+/// `seq` order. Called after each local commit, on each database notification and
+/// every [`RELAY_EVERY`]; whoever holds the lock sends, so nothing goes out twice.
+pub async fn relay(state: &AppState) {
+    let mut relayed = state.relayed.lock().await;
+    loop {
+        let events = match state.db.events_after(*relayed, RELAY_BATCH).await {
+            Ok(events) => events,
+            Err(error) => {
+                return tracing::warn!(%error, "could not read the outbox; will retry");
+            }
+        };
+        let full = events.len() as i64 == RELAY_BATCH;
+        for (seq, submission) in events {
+            if let Some((detection, path)) = detection(seq, &submission, state.config.public_url())
+            {
                 state.feed.publish(&detection, &path);
             }
+            *relayed = seq;
         }
-        Ok(None) => {}
-        Err(error) => {
-            tracing::warn!(%id, %error, "could not load a finished submission for the feed")
+        if !full {
+            return;
         }
     }
 }
 
-/// Announces a submission just committed as done or failed to every feed client
-/// and waiting upload. On PostgreSQL the commit itself sent the `NOTIFY` (see
-/// `Db::complete_job`), so a worker dying right after its commit cannot lose the
-/// event; every API node's listener, this one's included, publishes it.
+/// Relays the outbox every [`RELAY_EVERY`] until shutdown.
+pub async fn relay_periodically(state: Arc<AppState>) {
+    let mut shutdown = state.shutdown.clone();
+    let stopped = async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    };
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(RELAY_EVERY) => relay(&state).await,
+            _ = &mut stopped => return,
+        }
+    }
+}
+
+/// A submission committed as done or failed: wakes this node's uploads waiting
+/// on it and relays the outbox to the feed.
+async fn finished(state: &AppState, id: Uuid) {
+    // No receiver (nobody waiting) is fine.
+    let _ = state.finished.send(id);
+    relay(state).await;
+}
+
+/// Announces a submission just committed as done or failed. On SQLite there is
+/// one process, so this is the whole story. On PostgreSQL the commit itself sent
+/// the `NOTIFY` (see `Db::complete_job`) and every API node's listener, this
+/// one's included, relays; the outbox row means even a worker dying right after
+/// its commit loses no event.
 pub async fn announce(state: &AppState, id: Uuid) {
     if state.db.dialect() == Dialect::Sqlite {
-        publish_local(state, id).await;
+        finished(state, id).await;
     }
 }
 
@@ -106,7 +150,7 @@ pub async fn listen(state: Arc<AppState>, url: String, events: bool) {
             match notification {
                 Ok(n) if n.channel() == JOBS => state.wake.notify_one(),
                 Ok(n) => match Uuid::parse_str(n.payload()) {
-                    Ok(id) => publish_local(&state, id).await,
+                    Ok(id) => finished(&state, id).await,
                     Err(_) => tracing::warn!(payload = n.payload(), "bad event notification"),
                 },
                 Err(error) => {

@@ -40,6 +40,9 @@ pub struct AppState {
     /// The id of each submission that finished (done or failed), on any node:
     /// what `POST /image/?wait=N` waits on.
     pub finished: broadcast::Sender<Uuid>,
+    /// The last event `seq` this node's feed has sent on; the relay holds it while
+    /// it reads the outbox, so events go out once and in order.
+    pub relayed: tokio::sync::Mutex<i64>,
 }
 
 impl AppState {

@@ -73,9 +73,10 @@ async fn upload_is_detected_marked_and_broadcast() {
             "faces_count",
             "image_url",
             "id",
-            "faces"
+            "faces",
+            "seq"
         ],
-        "SPEC field order"
+        "SPEC field order, then seq"
     );
     assert_eq!(message["message"], "Successful face detection");
     assert_eq!(message["id"], id);
@@ -770,4 +771,77 @@ async fn every_bad_option_gets_its_400_and_stores_nothing() {
     let (_, page) = app.get_json("/images").await;
     assert_eq!(page["images"].as_array().unwrap().len(), 0);
     assert_eq!(app.stored_files().await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_feed_after_a_seq_replays_exactly_the_later_events_then_goes_live() {
+    let app = TestApp::start().await;
+    let mut live = app.feed().await;
+    let photos = [
+        "known_counts/fr_two_people.jpg",
+        "known_counts/fr_biden.jpg",
+        "known_counts/fr_obama.jpg",
+    ];
+    let mut seen = Vec::new();
+    for photo in photos {
+        let id = app.upload(photo).await;
+        let message = next_message(&mut live, DEADLINE).await.expect("event");
+        assert_eq!(message["id"], id.as_str());
+        seen.push((message["seq"].as_i64().expect("seq"), id));
+    }
+    let seqs: Vec<i64> = seen.iter().map(|(seq, _)| *seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+
+    let mut replayed = app.feed_at(&format!("/faces?after={}", seqs[0])).await;
+    for (seq, id) in &seen[1..] {
+        let message = next_message(&mut replayed, DEADLINE)
+            .await
+            .expect("replayed");
+        assert_eq!(
+            (
+                message["seq"].as_i64().unwrap(),
+                message["id"].as_str().unwrap()
+            ),
+            (*seq, id.as_str())
+        );
+        assert_eq!(message["message"], "Successful face detection");
+        assert!(message["faces_count"].as_u64().unwrap() >= 1);
+    }
+    // Then live, with nothing repeated at the join.
+    let id = app.upload("known_counts/fr_kit_with_rose.jpg").await;
+    let message = next_message(&mut replayed, DEADLINE)
+        .await
+        .expect("live event");
+    assert_eq!(message["id"], id.as_str());
+    assert!(message["seq"].as_i64().unwrap() > seqs[2]);
+    assert!(next_message(&mut replayed, Duration::from_millis(500))
+        .await
+        .is_none());
+
+    // From the start: every event; after the last: none.
+    let mut all = app.feed_at("/faces?after=0").await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(next_message(&mut all, DEADLINE).await.expect("event")["id"].clone());
+    }
+    assert_eq!(
+        ids[..3],
+        seen.iter()
+            .map(|(_, id)| Value::from(id.as_str()))
+            .collect::<Vec<_>>()[..]
+    );
+    let last = message["seq"].as_i64().unwrap();
+    let mut none = app.feed_at(&format!("/faces?after={last}")).await;
+    assert!(next_message(&mut none, Duration::from_millis(500))
+        .await
+        .is_none());
+
+    // A bad seq is refused before the upgrade.
+    let url = app.url("/faces?after=-1").replacen("http", "ws", 1);
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 400)
+        }
+        other => panic!("expected 400, got {other:?}"),
+    }
 }

@@ -1,15 +1,23 @@
 //! `GET /faces`: the live feed over WebSocket, or the gallery page without an upgrade.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::error::ApiError;
+use crate::notify::detection;
 use crate::state::AppState;
+
+/// Outbox rows read per query while replaying.
+const REPLAY_BATCH: i64 = 256;
 
 const PING_EVERY: Duration = Duration::from_secs(30);
 /// A client that cannot take a message within this long is dropped.
@@ -17,34 +25,62 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The live feed (WebSocket), or the gallery page without an upgrade.
 ///
-/// One text message, a `Detection`, per photo in which faces were found. The API
-/// key may be given as `?api_key=`: browsers cannot set headers on WebSockets.
+/// One text message, a `Detection`, per photo in which faces were found. With
+/// `?after=<seq>` the retained events after that `seq` come first, in order, then
+/// the live ones, with no gap and no duplicate between them: a client that
+/// reconnects with the last `seq` it saw misses nothing. The API key may be given
+/// as `?api_key=`: browsers cannot set headers on WebSockets.
 #[utoipa::path(
     get,
     path = "/faces",
     tag = "feed",
+    params(("after" = Option<i64>, Query, minimum = 0,
+        description = "Replay the retained events after this `seq` first")),
     responses(
         (status = 101, description = "WebSocket upgrade; each message is a Detection", body = crate::feed::Detection),
         (status = 200, description = "The gallery page (no upgrade requested)", content_type = "text/html", body = String),
+        (status = 400, description = "A bad `after`", body = crate::api::openapi::ErrorBody),
         (status = 401, description = "API keys are configured and none valid was given", body = crate::api::openapi::ErrorBody),
     ),
     security((), ("bearer" = []), ("api_key_query" = []))
 )]
 pub async fn feed(
     State(state): State<Arc<AppState>>,
+    Query(query): Query<HashMap<String, String>>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
-    match upgrade {
-        Ok(upgrade) => upgrade
-            .on_upgrade(move |socket| client(state, socket))
-            .into_response(),
-        Err(_) => super::page::index().await.into_response(),
-    }
+    let Ok(upgrade) = upgrade else {
+        return super::page::index().await.into_response();
+    };
+    let after = match query.get("after").map(|a| a.parse::<i64>()) {
+        None => None,
+        Some(Ok(after)) if after >= 0 => Some(after),
+        Some(_) => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "after",
+                "Enter the seq of a feed message: a whole number, 0 or more.",
+            )
+            .into_response()
+        }
+    };
+    upgrade
+        .on_upgrade(move |socket| client(state, socket, after))
+        .into_response()
 }
 
-async fn client(state: Arc<AppState>, socket: WebSocket) {
+async fn client(state: Arc<AppState>, socket: WebSocket, after: Option<i64>) {
     let (mut sender, mut receiver) = socket.split();
+    // Subscribed before the replay reads the outbox: whatever commits meanwhile is
+    // either in the replay or in the live channel, and `sent` drops the overlap.
     let (mut events, _guard) = state.feed.subscribe();
+    let mut sent = 0;
+    if let Some(after) = after {
+        match replay(&state, &mut sender, after).await {
+            Ok(last) => sent = last,
+            Err(()) => return,
+        }
+    }
     let stopped = stopped(state.shutdown.clone());
     tokio::pin!(stopped);
     let mut ping = tokio::time::interval(PING_EVERY);
@@ -58,6 +94,7 @@ async fn client(state: Arc<AppState>, socket: WebSocket) {
     loop {
         let outgoing = tokio::select! {
             event = events.recv() => match event {
+                Ok(event) if event.seq <= sent => continue,
                 Ok(event) => Message::Text(event.json.as_ref().into()),
                 Err(RecvError::Lagged(_)) => {
                     let _ = sender.send(close(close_code::POLICY, "too slow; reconnect")).await;
@@ -79,6 +116,48 @@ async fn client(state: Arc<AppState>, socket: WebSocket) {
         match tokio::time::timeout(SEND_TIMEOUT, sender.send(outgoing)).await {
             Ok(Ok(())) => {}
             _ => break,
+        }
+    }
+}
+
+/// Sends the retained events after `after`, in order; returns the last `seq` sent.
+async fn replay(
+    state: &AppState,
+    sender: &mut SplitSink<WebSocket, Message>,
+    after: i64,
+) -> Result<i64, ()> {
+    let mut sent = after;
+    loop {
+        let events = match state.db.events_after(sent, REPLAY_BATCH).await {
+            Ok(events) => events,
+            Err(error) => {
+                tracing::warn!(%error, "could not read the outbox for a replay");
+                let _ = sender
+                    .send(Message::Close(Some(CloseFrame {
+                        code: close_code::ERROR,
+                        reason: "could not replay; reconnect".into(),
+                    })))
+                    .await;
+                return Err(());
+            }
+        };
+        let full = events.len() as i64 == REPLAY_BATCH;
+        for (seq, submission) in events {
+            if let Some((detection, _)) = detection(seq, &submission, state.config.public_url()) {
+                let Ok(json) = serde_json::to_string(&detection) else {
+                    continue;
+                };
+                match tokio::time::timeout(SEND_TIMEOUT, sender.send(Message::Text(json.into())))
+                    .await
+                {
+                    Ok(Ok(())) => {}
+                    _ => return Err(()),
+                }
+            }
+            sent = seq;
+        }
+        if !full {
+            return Ok(sent);
         }
     }
 }

@@ -32,6 +32,10 @@ const SQLITE_MIGRATIONS: &[(&str, &str)] = &[
         "0002_options",
         include_str!("../../migrations/sqlite/0002_options.sql"),
     ),
+    (
+        "0003_events",
+        include_str!("../../migrations/sqlite/0003_events.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
@@ -41,6 +45,10 @@ const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
         "0002_options",
         include_str!("../../migrations/postgres/0002_options.sql"),
+    ),
+    (
+        "0003_events",
+        include_str!("../../migrations/postgres/0003_events.sql"),
     ),
 ];
 

@@ -8,6 +8,9 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::{micros, parse_uuid, AnyQuery, Db, Dialect, EVENTS_CHANNEL};
+
+/// The PostgreSQL advisory lock that orders event inserts (see migration 0003).
+const EVENTS_LOCK: i64 = 728_462;
 use crate::submission::Outcome;
 
 /// Job transitions allowed only to the lease holder ($1 submission id, $2 lease token).
@@ -131,18 +134,28 @@ impl Db {
         .bind(faces)
         .bind(outcome.duplicate_of.map(|id| id.to_string()))
         .bind(job.submission_id.to_string());
-        // On PostgreSQL the event is part of the transaction: it reaches every
-        // listening node exactly when, and only if, the result is committed.
-        let event = (self.dialect == Dialect::Postgres).then(|| {
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(EVENTS_CHANNEL)
-                .bind(job.submission_id.to_string())
-        });
-        self.fenced(
-            Self::held(FINISH_DONE, job),
-            std::iter::once(submission).chain(event).collect(),
-        )
-        .await
+        let mut then = vec![submission];
+        // A photo with faces is a feed event: its outbox row commits with the result.
+        if outcome.processed_key.is_some() {
+            if self.dialect == Dialect::Postgres {
+                // Held until commit: events commit in the order of their `seq`.
+                then.push(sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(EVENTS_LOCK));
+            }
+            then.push(
+                sqlx::query("INSERT INTO events (submission_id) VALUES ($1)")
+                    .bind(job.submission_id.to_string()),
+            );
+        }
+        // On PostgreSQL the notification is part of the transaction: it reaches
+        // every listening node exactly when, and only if, the result is committed.
+        if self.dialect == Dialect::Postgres {
+            then.push(
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(EVENTS_CHANNEL)
+                    .bind(job.submission_id.to_string()),
+            );
+        }
+        self.fenced(Self::held(FINISH_DONE, job), then).await
     }
 
     pub async fn fail_job(&self, job: &ClaimedJob, error: &str) -> sqlx::Result<bool> {

@@ -110,6 +110,30 @@ impl Db {
         row.map(|r| submission_from_row(&r)).transpose()
     }
 
+    /// Up to `limit` feed events after `seq`, oldest first, with their submissions.
+    pub async fn events_after(&self, seq: i64, limit: i64) -> sqlx::Result<Vec<(i64, Submission)>> {
+        let sql = format!(
+            "SELECT e.seq, {SUBMISSION_COLUMNS} FROM events e JOIN submissions s ON s.id = e.submission_id \
+             LEFT JOIN jobs j ON j.submission_id = s.id WHERE e.seq > $1 ORDER BY e.seq LIMIT $2"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(seq)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("seq")?, submission_from_row(row)?)))
+            .collect()
+    }
+
+    /// The newest event's `seq` (0 before the first).
+    pub async fn last_event_seq(&self) -> sqlx::Result<i64> {
+        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS seq FROM events")
+            .fetch_one(&self.pool)
+            .await?;
+        row.try_get("seq")
+    }
+
     /// Up to `limit` submissions created before `cutoff` whose jobs are finished,
     /// oldest first: what retention may remove.
     pub async fn expired_submissions(
@@ -152,6 +176,10 @@ impl Db {
         if in_flight.is_some() {
             return Ok(false);
         }
+        sqlx::query("DELETE FROM events WHERE submission_id = $1")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM jobs WHERE submission_id = $1")
             .bind(id.to_string())
             .execute(&mut *tx)

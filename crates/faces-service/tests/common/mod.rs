@@ -133,7 +133,12 @@ impl TestApp {
     }
 
     pub async fn feed(&self) -> Ws {
-        let url = format!("{}/faces", self.base.replacen("http://", "ws://", 1));
+        self.feed_at("/faces").await
+    }
+
+    /// A feed client at `path` (e.g. `/faces?after=12`).
+    pub async fn feed_at(&self, path: &str) -> Ws {
+        let url = format!("{}{path}", self.base.replacen("http://", "ws://", 1));
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("feed connects");
