@@ -343,21 +343,25 @@ function setFeed(state) {
 }
 
 let feed = null; // the open WebSocket, if any
+let lastSeq = null; // the seq of the newest feed message seen, to resume after it
 
 function connect() {
-  const ws = new WebSocket(withKey(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/faces`));
+  const after = lastSeq === null ? '' : `?after=${lastSeq}`;
+  const ws = new WebSocket(withKey(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/faces${after}`));
   feed = ws;
   ws.onopen = () => {
     setFeed('live');
     retryDelay = 1000;
-    // Events sent while we were disconnected are lost; fill the gap.
-    if (everOpened) loadRecent();
+    // Resuming after lastSeq replays what we missed; without one (no message
+    // yet), the recent list fills the gap.
+    if (everOpened && lastSeq === null) loadRecent();
     everOpened = true;
   };
   ws.onmessage = (e) => {
     let msg;
     try { msg = JSON.parse(e.data); } catch { return; }
     if (!msg || !msg.id) return;
+    if (Number.isInteger(msg.seq)) lastSeq = Math.max(lastSeq ?? 0, msg.seq);
     addCard(msg);
     settle(msg.id, msg);
   };

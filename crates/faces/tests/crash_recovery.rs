@@ -1,5 +1,6 @@
 //! `faces serve` killed with SIGKILL while jobs are queued and in flight: after a
-//! restart every accepted upload is finished, and each is announced exactly once.
+//! restart every accepted upload is finished, and a feed client that reconnects
+//! with the last `seq` it saw has received each detection exactly once, in order.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -33,6 +34,14 @@ fn start(data_dir: &Path, port: u16) -> Child {
         .stdout(Stdio::null())
         .spawn()
         .expect("faces starts")
+}
+
+/// Records a feed message: its id's count and its seq.
+fn count(counts: &mut HashMap<String, usize>, seqs: &mut Vec<i64>, event: Value) {
+    seqs.push(event["seq"].as_i64().expect("seq"));
+    *counts
+        .entry(event["id"].as_str().unwrap().to_owned())
+        .or_default() += 1;
 }
 
 #[tokio::test]
@@ -69,25 +78,24 @@ async fn sigkill_mid_run_loses_nothing_and_announces_each_once() {
     }
     // Let a job or two finish, so that the kill lands with some done, one in flight, the rest queued.
     let mut counts: HashMap<String, usize> = HashMap::new();
+    let mut seqs = Vec::new();
     let first = tokio::time::timeout(DEADLINE, first_feed.recv())
         .await
         .unwrap()
         .unwrap();
-    *counts
-        .entry(first["id"].as_str().unwrap().to_owned())
-        .or_default() += 1;
+    count(&mut counts, &mut seqs, first);
     server.kill().expect("SIGKILL");
     server.wait().unwrap();
     // What the old server sent before it died still counts.
     while let Some(event) = first_feed.recv().await {
-        *counts
-            .entry(event["id"].as_str().unwrap().to_owned())
-            .or_default() += 1;
+        count(&mut counts, &mut seqs, event);
     }
 
+    // The client reconnects as the page does: after the last seq it saw.
     let mut server = start(temp.path(), port);
     support::wait_ready(&base).await;
-    let mut second_feed = support::feed(&base).await;
+    let last = *seqs.last().unwrap();
+    let mut second_feed = support::feed_at(&base, &format!("/faces?after={last}")).await;
     let deadline = tokio::time::Instant::now() + DEADLINE;
     let mut with_faces = 0;
     for id in &ids {
@@ -111,9 +119,7 @@ async fn sigkill_mid_run_loses_nothing_and_announces_each_once() {
             .await
             .expect("announcement")
             .unwrap();
-        *counts
-            .entry(event["id"].as_str().unwrap().to_owned())
-            .or_default() += 1;
+        count(&mut counts, &mut seqs, event);
     }
     if let Ok(Some(extra)) =
         tokio::time::timeout(Duration::from_millis(500), second_feed.recv()).await
@@ -122,6 +128,10 @@ async fn sigkill_mid_run_loses_nothing_and_announces_each_once() {
     }
     assert!(counts.keys().all(|id| ids.contains(id)));
     assert!(counts.values().all(|&n| n == 1), "{counts:?}");
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "in seq order: {seqs:?}"
+    );
     server.kill().unwrap();
     server.wait().unwrap();
 }

@@ -43,6 +43,18 @@ fn spawn(args: &[&str], env: &[(String, String)]) -> Node {
     Node(command.spawn().expect("faces starts"))
 }
 
+type Order = [Vec<(i64, String)>; 2];
+
+/// Counts a feed message from `node` and notes its place in that node's order.
+fn record(
+    seen: &mut HashMap<(usize, String), usize>,
+    order: &mut Order,
+    (node, id, seq): (usize, String, i64),
+) {
+    order[node].push((seq, id.clone()));
+    *seen.entry((node, id)).or_default() += 1;
+}
+
 #[tokio::test]
 async fn two_api_nodes_two_workers_one_killed() {
     let Ok(database) = std::env::var("FACES_TEST_DATABASE_URL") else {
@@ -105,14 +117,15 @@ async fn two_api_nodes_two_workers_one_killed() {
     for base in &bases {
         support::wait_ready(base).await;
     }
-    // One stream of (node, id) from a feed client on each API node.
+    // One stream of (node, id, seq) from a feed client on each API node.
     let (sender, mut events) = mpsc::unbounded_channel();
     for (node, base) in bases.iter().enumerate() {
         let mut feed = support::feed(base).await;
         let sender = sender.clone();
         tokio::spawn(async move {
             while let Some(event) = feed.recv().await {
-                let _ = sender.send((node, event["id"].as_str().unwrap_or_default().to_owned()));
+                let id = event["id"].as_str().unwrap_or_default().to_owned();
+                let _ = sender.send((node, id, event["seq"].as_i64().unwrap_or(-1)));
             }
         });
     }
@@ -146,12 +159,14 @@ async fn two_api_nodes_two_workers_one_killed() {
 
     // Once work is flowing, kill one worker without warning.
     let mut seen: HashMap<(usize, String), usize> = HashMap::new();
-    while seen.len() < 10 {
+    // (seq, id) in the order each node's client received them.
+    let mut order: Order = Default::default();
+    while order[0].len() + order[1].len() < 10 {
         let event = tokio::time::timeout(DEADLINE, events.recv())
             .await
             .unwrap()
             .unwrap();
-        *seen.entry(event).or_default() += 1;
+        record(&mut seen, &mut order, event);
     }
     workers[0].0.kill().unwrap();
     workers[0].0.wait().unwrap();
@@ -171,13 +186,22 @@ async fn two_api_nodes_two_workers_one_killed() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    while seen.values().sum::<usize>() < 2 * with_faces {
+    while order[0].len() + order[1].len() < 2 * with_faces {
         let event = tokio::time::timeout(DEADLINE, events.recv())
             .await
             .expect("every event on both nodes")
             .unwrap();
-        *seen.entry(event).or_default() += 1;
+        record(&mut seen, &mut order, event);
     }
+    assert_eq!(
+        order[0], order[1],
+        "both nodes send the same events in the same order"
+    );
+    assert!(
+        order[0].windows(2).all(|w| w[0].0 < w[1].0),
+        "seq increases: {:?}",
+        order[0]
+    );
     if let Ok(Some(extra)) = tokio::time::timeout(Duration::from_secs(1), events.recv()).await {
         panic!("an extra event: {extra:?}");
     }

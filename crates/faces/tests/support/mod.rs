@@ -54,7 +54,12 @@ pub async fn wait_ready(base: &str) {
 /// Connects a feed client and forwards every message, as JSON, until the connection ends.
 /// It reads in the background, so nothing waits unread in a socket if the server dies.
 pub async fn feed(base: &str) -> mpsc::UnboundedReceiver<Value> {
-    let url = format!("{}/faces", base.replacen("http", "ws", 1));
+    feed_at(base, "/faces").await
+}
+
+/// A feed client at `path` (e.g. `/faces?after=12`), its messages as JSON.
+pub async fn feed_at(base: &str, path: &str) -> mpsc::UnboundedReceiver<Value> {
+    let url = format!("{}{path}", base.replacen("http", "ws", 1));
     let (mut ws, _) = tokio_tungstenite::connect_async(url)
         .await
         .expect("feed connects");
