@@ -97,8 +97,15 @@ impl From<&Face> for FaceJson {
 }
 
 /// Every image under the given paths, with the name to report it by.
-fn collect(paths: &[PathBuf]) -> Result<Vec<(PathBuf, String)>> {
-    fn walk(dir: &Path, root: &Path, out: &mut Vec<(PathBuf, String)>) -> Result<()> {
+/// The files named and those in the folders named (recursively, with one of
+/// `extensions`), each with the name to report it by.
+pub fn collect(paths: &[PathBuf], extensions: &[&str]) -> Result<Vec<(PathBuf, String)>> {
+    fn walk(
+        dir: &Path,
+        root: &Path,
+        extensions: &[&str],
+        out: &mut Vec<(PathBuf, String)>,
+    ) -> Result<()> {
         let mut entries: Vec<_> = std::fs::read_dir(dir)
             .with_context(|| format!("reading {}", dir.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -106,11 +113,11 @@ fn collect(paths: &[PathBuf]) -> Result<Vec<(PathBuf, String)>> {
         entries.sort();
         for path in entries {
             if path.is_dir() {
-                walk(&path, root, out)?;
+                walk(&path, root, extensions, out)?;
             } else if path
                 .extension()
                 .and_then(|e| e.to_str())
-                .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+                .is_some_and(|e| extensions.contains(&e.to_ascii_lowercase().as_str()))
             {
                 let name = path
                     .strip_prefix(root)
@@ -125,7 +132,7 @@ fn collect(paths: &[PathBuf]) -> Result<Vec<(PathBuf, String)>> {
     let mut out = Vec::new();
     for path in paths {
         if path.is_dir() {
-            walk(path, path, &mut out)?;
+            walk(path, path, extensions, &mut out)?;
         } else {
             out.push((path.clone(), path.to_string_lossy().into_owned()));
         }
@@ -150,7 +157,7 @@ pub fn run(args: DetectArgs) -> Result<bool> {
     let limits = DecodeLimits {
         max_pixels: args.max_pixels,
     };
-    let files = collect(&args.paths)?;
+    let files = collect(&args.paths, &IMAGE_EXTENSIONS)?;
     if let Some(out) = &args.out {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     }

@@ -3,6 +3,7 @@
 mod allocator;
 mod bench;
 mod detect;
+mod upload;
 
 use std::process::ExitCode;
 
@@ -42,6 +43,8 @@ enum Command {
     },
     /// Find faces in image files or folders; one JSON line per image on stdout.
     Detect(detect::DetectArgs),
+    /// Upload files or folders to a running server; one JSON line per file with its result.
+    Upload(upload::UploadArgs),
     /// Print the OpenAPI document (as served at `/openapi.json`).
     Openapi,
     /// Measure speed (see the README's benchmark section).
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Detect(args)) => detect::run(args),
+        Some(Command::Upload(args)) => upload::run(args),
         Some(Command::Bench(Bench::Detector(args))) => bench::run(args),
         Some(Command::Serve {
             mut config,

@@ -1,0 +1,132 @@
+//! `faces upload` against a real `faces serve`: the known counts come back, one JSON
+//! line per file; a server with a low rate limit still gets every file, because
+//! the client waits out each `429`'s `Retry-After`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+mod support;
+
+fn known_counts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/known_counts")
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn serve(extra: &[&str]) -> Server {
+    let data = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_faces"))
+        .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--public-url", &base])
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(extra)
+        .env("FACES_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("faces starts");
+    support::wait_ready(&base).await;
+    Server {
+        child,
+        base,
+        _data: data,
+    }
+}
+
+/// Runs `faces upload` to completion; returns its exit status and its lines by file.
+async fn upload(server: &Server, extra: &[&str]) -> (bool, HashMap<String, Value>) {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_faces"));
+    command
+        .args(["upload", "--server", &server.base])
+        .args(extra)
+        .arg(known_counts())
+        .stderr(Stdio::inherit());
+    let output = command.output().await.expect("faces upload runs");
+    let text = String::from_utf8(output.stdout).unwrap();
+    let lines = text
+        .lines()
+        .map(|line| {
+            let line: Value = serde_json::from_str(line).expect("one JSON object per line");
+            (line["file"].as_str().expect("file").to_owned(), line)
+        })
+        .collect();
+    (output.status.success(), lines)
+}
+
+fn expected_counts() -> HashMap<String, Option<u64>> {
+    std::fs::read_to_string(known_counts().join("counts.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let entry: Value = serde_json::from_str(line).unwrap();
+            (
+                entry["file"].as_str().unwrap().to_owned(),
+                entry["faces"].as_u64(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_folder_is_uploaded_and_each_result_printed() {
+    let server = serve(&[]).await;
+    let (ok, lines) = upload(&server, &["--concurrency", "4"]).await;
+    let expected = expected_counts();
+    assert!(ok, "every file done: {lines:?}");
+    assert_eq!(lines.len(), expected.len(), "one line per image file");
+    for (file, count) in &expected {
+        let line = &lines[file];
+        assert_eq!(line["status"], "done", "{line}");
+        assert!(line["id"].is_string());
+        if let Some(count) = count {
+            assert_eq!(line["faces_count"].as_u64(), Some(*count), "{file}: {line}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_rate_limited_server_still_gets_every_file() {
+    let server = serve(&["--rate-limit-per-minute", "120", "--rate-limit-burst", "2"]).await;
+    let (ok, lines) = upload(
+        &server,
+        &["--concurrency", "4", "--mode", "fast", "--threshold", "0.6"],
+    )
+    .await;
+    assert!(ok, "{lines:?}");
+    assert_eq!(lines.len(), expected_counts().len());
+    assert!(
+        lines
+            .values()
+            .all(|l| l["status"] == "done" && l["threshold"] == 0.6),
+        "{lines:?}"
+    );
+    // The limit did refuse some: the client waited them out.
+    let metrics = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let refused: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("faces_http_requests_total") && l.contains("status=\"429\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(refused > 0.0, "no upload was refused:\n{metrics}");
+}
