@@ -75,13 +75,6 @@ fn known_counts_in(mode: Mode) {
             continue; // count not meaningful (a 25x14 px GIF); decoding it is the test
         };
         checked += 1;
-        // Known miss, in the README: accurate mode's 2x pass over this 1126 px photo
-        // is tiled, so it has no mirrored twin, and scores a 22x29 px blur at 0.51.
-        let expected = if mode == Mode::Accurate && file == "fr_two_people.jpg" {
-            expected + 1
-        } else {
-            expected
-        };
         if faces.len() as u64 != expected {
             wrong.push(format!(
                 "{file}: expected {expected}, found {}",
