@@ -18,7 +18,14 @@ pub fn box_thickness(width: u32, height: u32) -> u32 {
 /// each covers whole 2x2 chroma blocks of the 4:2:0 JPEG and stays pure red.
 pub fn draw_faces(image: &RgbImage, faces: &[Face]) -> RgbImage {
     let mut marked = image.clone();
-    let (width, height) = image.dimensions();
+    mark_faces(&mut marked, faces);
+    marked
+}
+
+/// [`draw_faces`] on `image` itself, for a caller that no longer needs the
+/// unmarked pixels (a service worker: one image's worth less memory per job).
+pub fn mark_faces(marked: &mut RgbImage, faces: &[Face]) {
+    let (width, height) = marked.dimensions();
     let thickness = box_thickness(width, height);
     for face in faces {
         let left = (face.x.round().max(0.0) as u32).next_multiple_of(2);
@@ -31,12 +38,11 @@ pub fn draw_faces(image: &RgbImage, faces: &[Face]) -> RgbImage {
         let t = thickness
             .min((right - left).div_ceil(2))
             .min((bottom - top).div_ceil(2));
-        fill(&mut marked, left, top, right, top + t);
-        fill(&mut marked, left, bottom - t, right, bottom);
-        fill(&mut marked, left, top, left + t, bottom);
-        fill(&mut marked, right - t, top, right, bottom);
+        fill(marked, left, top, right, top + t);
+        fill(marked, left, bottom - t, right, bottom);
+        fill(marked, left, top, left + t, bottom);
+        fill(marked, right - t, top, right, bottom);
     }
-    marked
 }
 
 fn fill(image: &mut RgbImage, left: u32, top: u32, right: u32, bottom: u32) {

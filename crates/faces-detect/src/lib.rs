@@ -29,7 +29,7 @@ mod retinaface;
 
 pub use decode::{decode, probe, DecodeLimits, ImageInfo};
 pub use detector::{Detector, DetectorConfig, Engine, Mode};
-pub use draw::{box_thickness, draw_faces, encode_jpeg, encode_jpeg_reference};
+pub use draw::{box_thickness, draw_faces, encode_jpeg, encode_jpeg_reference, mark_faces};
 pub use error::DetectError;
 pub use geometry::{Face, Suppression};
 pub use image::{guess_format, ImageFormat, RgbImage};
