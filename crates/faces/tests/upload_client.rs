@@ -49,13 +49,22 @@ async fn serve(extra: &[&str]) -> Server {
     }
 }
 
-/// Runs `faces upload` to completion; returns its exit status and its lines by file.
+/// Runs `faces upload` on `known_counts` to completion; returns its exit status and
+/// its lines by file.
 async fn upload(server: &Server, extra: &[&str]) -> (bool, HashMap<String, Value>) {
+    upload_paths(server, extra, &[known_counts()]).await
+}
+
+async fn upload_paths(
+    server: &Server,
+    extra: &[&str],
+    paths: &[PathBuf],
+) -> (bool, HashMap<String, Value>) {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_faces"));
     command
         .args(["upload", "--server", &server.base])
         .args(extra)
-        .arg(known_counts())
+        .args(paths)
         .stderr(Stdio::inherit());
     let output = command.output().await.expect("faces upload runs");
     let text = String::from_utf8(output.stdout).unwrap();
@@ -92,12 +101,51 @@ async fn a_folder_is_uploaded_and_each_result_printed() {
     assert_eq!(lines.len(), expected.len(), "one line per image file");
     for (file, count) in &expected {
         let line = &lines[file];
+        let keys: Vec<&String> = line.as_object().unwrap().keys().take(3).collect();
+        assert_eq!(
+            keys,
+            ["file", "id", "status"],
+            "the file, then the body in its order"
+        );
         assert_eq!(line["status"], "done", "{line}");
         assert!(line["id"].is_string());
         if let Some(count) = count {
             assert_eq!(line["faces_count"].as_u64(), Some(*count), "{file}: {line}");
         }
     }
+}
+
+#[tokio::test]
+async fn a_refused_file_is_reported_and_fails_the_run() {
+    let server = serve(&[]).await;
+    let edge = known_counts().join("../edge/files");
+    let (ok, lines) = upload_paths(
+        &server,
+        &[],
+        &[
+            edge.join("not_an_image.jpg"),
+            known_counts().join("fr_biden.jpg"),
+        ],
+    )
+    .await;
+    assert!(!ok, "exit status must say a file failed");
+    assert_eq!(lines.len(), 2);
+    let refused = lines
+        .iter()
+        .find(|(f, _)| f.ends_with("not_an_image.jpg"))
+        .unwrap()
+        .1;
+    assert_eq!(refused["http_status"], 400, "{refused}");
+    assert!(refused["error"]["image"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("Upload a valid image"));
+    let done = lines
+        .iter()
+        .find(|(f, _)| f.ends_with("fr_biden.jpg"))
+        .unwrap()
+        .1;
+    assert_eq!(done["faces_count"], 1, "{done}");
 }
 
 #[tokio::test]
