@@ -6,7 +6,7 @@
 //!        workers ◄── claim (lease) ────────────────────┘
 //!           │ decode, detect, draw (blocking thread)
 //!           ├──► storage: processed_faces/<aa>/<bb>/<uuid>.jpg
-//!           └──► record result ──► feed ──► every WebSocket client on /faces
+//!           └──► record result + outbox row ──► relay (seq order) ──► feed ──► /faces
 //! ```
 //!
 //! [`App::start`] runs it all in-process (the `spawn_app` of the tests);
