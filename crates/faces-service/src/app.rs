@@ -18,9 +18,9 @@ use crate::state::AppState;
 use crate::store::Store;
 use crate::{api, notify, retention, server, worker};
 
-/// How long shutdown waits for in-flight jobs before leaving them to their lease.
 /// Finished ids kept for slow waiters; one that falls behind re-reads the database.
 const FINISHED_BACKLOG: usize = 1024;
+/// How long shutdown waits for in-flight jobs before leaving them to their lease.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// How long shutdown waits for open HTTP requests to end.
 const HTTP_GRACE: Duration = Duration::from_secs(5);
@@ -104,19 +104,15 @@ impl App {
         if role == Role::Serve {
             tokio::spawn(notify::relay_periodically(state.clone()));
         }
-        let detector = match state.config.workers {
-            0 => None,
-            _ => worker::load_detector(&state).await,
-        };
-        let mut workers: Vec<JoinHandle<()>> = detector
-            .iter()
-            .flat_map(|detector| {
-                (0..state.config.workers).map(|n| {
+        let mut workers: Vec<JoinHandle<()>> = Vec::new();
+        if state.config.workers > 0 {
+            if let Some(detector) = worker::load_detector(&state).await {
+                for n in 0..state.config.workers {
                     let run = worker::run(state.clone(), detector.clone(), n, shutdown_rx.clone());
-                    tokio::spawn(run)
-                })
-            })
-            .collect();
+                    workers.push(tokio::spawn(run));
+                }
+            }
+        }
         if let Some(max_age) = state.config.retention {
             let every = state.config.retention_interval.max(Duration::from_secs(1));
             workers.push(tokio::spawn(retention::run(

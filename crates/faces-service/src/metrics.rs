@@ -36,7 +36,7 @@ pub enum Stage {
     Wait,
     Decode,
     Detect,
-    /// Drawing the boxes on a copy.
+    /// Drawing the boxes on the decoded photo.
     Draw,
     /// JPEG-encoding the marked copy.
     Encode,

@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,16 +44,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
         return f64::NAN;
     }
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-/// Resident set size of process `pid` now (VmRSS), in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_default()
 }
 
 fn mib(kib: u64) -> f64 {
@@ -86,49 +76,6 @@ fn reference_images_per_second(folder: &Path) -> Option<f64> {
         row["seconds"]
     );
     Some(rate)
-}
-
-struct Server {
-    child: Child,
-    base: String,
-    _data: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start(extra: &[&str]) -> Server {
-    let data = tempfile::tempdir().unwrap();
-    let port = support::free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let child = Command::new(env!("CARGO_BIN_EXE_faces"))
-        .args([
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--public-url",
-            &base,
-            // On the defaults: one client sending the whole folder must be accepted.
-        ])
-        .arg("--data-dir")
-        .arg(data.path())
-        .args(extra)
-        .env("FACES_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("faces starts");
-    support::wait_ready(&base).await;
-    Server {
-        child,
-        base,
-        _data: data,
-    }
 }
 
 /// Connects a feed client that reports (id, processed_at, received) for each message.
@@ -190,7 +137,7 @@ fn marker(round: usize) -> String {
     format!("run{run}round{round}")
 }
 
-async fn throughput(server: &Server, files: &[PathBuf], round: usize) -> f64 {
+async fn throughput(server: &support::Server, files: &[PathBuf], round: usize) -> f64 {
     let http = reqwest::Client::new();
     let (sender, mut events) = mpsc::unbounded_channel();
     feed_client(&server.base, sender).await;
@@ -273,20 +220,15 @@ async fn throughput(server: &Server, files: &[PathBuf], round: usize) -> f64 {
     let pid = server.child.id();
     println!(
         "  server RSS:                {:.1} MiB now, {:.1} MiB peak so far",
-        mib(rss_kib(pid)),
+        mib(support::rss_kib(pid)),
         mib(support::peak_rss_kib(pid))
     );
     n / processing_secs
 }
 
 /// The mean time of each job stage so far, from the server's `/metrics`.
-async fn stages(server: &Server) {
-    let text = reqwest::get(format!("{}/metrics", server.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+async fn stages(server: &support::Server) {
+    let text = support::metrics_text(&server.base).await;
     let value = |series: &str| -> f64 {
         text.lines()
             .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
@@ -323,7 +265,7 @@ async fn stages(server: &Server) {
 /// Streams a 100 MB upload (a real JPEG followed by padding) to an API-only node
 /// (no worker decoding it afterwards) and reports the server's peak RSS.
 async fn big_upload(jpeg: &Path) {
-    let server = &start(&["--workers", "0"]).await;
+    let server = &support::serve(&["--workers", "0"]).await;
     const SIZE: usize = 100 * 1024 * 1024 - 64 * 1024;
     let pid = server.child.id();
     let before = support::peak_rss_kib(pid);
@@ -362,7 +304,7 @@ async fn big_upload(jpeg: &Path) {
     );
 }
 
-async fn fan_out(server: &Server, photo: &Path) {
+async fn fan_out(server: &support::Server, photo: &Path) {
     let clients = env_or("BENCH_CLIENTS", 1000);
     let (sender, mut events) = mpsc::unbounded_channel();
     for _ in 0..clients {
@@ -419,7 +361,7 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         big_upload(&data.join("known_counts/fr_obama.jpg")).await;
-        let server = start(&[]).await;
+        let server = support::serve(&[]).await;
         let mut rates = Vec::new();
         for round in 1..=env_or("BENCH_ROUNDS", 3).max(1) {
             rates.push(throughput(&server, &files, round).await);

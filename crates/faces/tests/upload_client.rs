@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 
 use serde_json::Value;
 
@@ -14,49 +14,14 @@ fn known_counts() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/known_counts")
 }
 
-struct Server {
-    child: Child,
-    base: String,
-    _data: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn serve(extra: &[&str]) -> Server {
-    let data = tempfile::tempdir().unwrap();
-    let port = support::free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let child = Command::new(env!("CARGO_BIN_EXE_faces"))
-        .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--public-url", &base])
-        .arg("--data-dir")
-        .arg(data.path())
-        .args(extra)
-        .env("FACES_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("faces starts");
-    support::wait_ready(&base).await;
-    Server {
-        child,
-        base,
-        _data: data,
-    }
-}
-
 /// Runs `faces upload` on `known_counts` to completion; returns its exit status and
 /// its lines by file.
-async fn upload(server: &Server, extra: &[&str]) -> (bool, HashMap<String, Value>) {
+async fn upload(server: &support::Server, extra: &[&str]) -> (bool, HashMap<String, Value>) {
     upload_paths(server, extra, &[known_counts()]).await
 }
 
 async fn upload_paths(
-    server: &Server,
+    server: &support::Server,
     extra: &[&str],
     paths: &[PathBuf],
 ) -> (bool, HashMap<String, Value>) {
@@ -94,7 +59,7 @@ fn expected_counts() -> HashMap<String, Option<u64>> {
 
 #[tokio::test]
 async fn a_folder_is_uploaded_and_each_result_printed() {
-    let server = serve(&[]).await;
+    let server = support::serve(&[]).await;
     let (ok, lines) = upload(&server, &["--concurrency", "4"]).await;
     let expected = expected_counts();
     assert!(ok, "every file done: {lines:?}");
@@ -117,7 +82,7 @@ async fn a_folder_is_uploaded_and_each_result_printed() {
 
 #[tokio::test]
 async fn a_refused_file_is_reported_and_fails_the_run() {
-    let server = serve(&[]).await;
+    let server = support::serve(&[]).await;
     let edge = known_counts().join("../edge/files");
     let (ok, lines) = upload_paths(
         &server,
@@ -130,27 +95,21 @@ async fn a_refused_file_is_reported_and_fails_the_run() {
     .await;
     assert!(!ok, "exit status must say a file failed");
     assert_eq!(lines.len(), 2);
-    let refused = lines
-        .iter()
-        .find(|(f, _)| f.ends_with("not_an_image.jpg"))
-        .unwrap()
-        .1;
+    let line_of = |name: &str| &lines[edge.join(name).to_str().unwrap()];
+    let refused = line_of("not_an_image.jpg");
     assert_eq!(refused["http_status"], 400, "{refused}");
     assert!(refused["error"]["image"][0]
         .as_str()
         .unwrap()
         .starts_with("Upload a valid image"));
-    let done = lines
-        .iter()
-        .find(|(f, _)| f.ends_with("fr_biden.jpg"))
-        .unwrap()
-        .1;
+    let done = &lines[known_counts().join("fr_biden.jpg").to_str().unwrap()];
     assert_eq!(done["faces_count"], 1, "{done}");
 }
 
 #[tokio::test]
 async fn a_rate_limited_server_still_gets_every_file() {
-    let server = serve(&["--rate-limit-per-minute", "120", "--rate-limit-burst", "2"]).await;
+    let server =
+        support::serve(&["--rate-limit-per-minute", "120", "--rate-limit-burst", "2"]).await;
     let (ok, lines) = upload(
         &server,
         &["--concurrency", "4", "--mode", "fast", "--threshold", "0.6"],
@@ -165,12 +124,7 @@ async fn a_rate_limited_server_still_gets_every_file() {
         "{lines:?}"
     );
     // The limit did refuse some: the client waited them out.
-    let metrics = reqwest::get(format!("{}/metrics", server.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::metrics_text(&server.base).await;
     let refused: f64 = metrics
         .lines()
         .filter(|l| l.starts_with("faces_http_requests_total") && l.contains("status=\"429\""))

@@ -13,6 +13,7 @@ use futures::{SinkExt, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::error::ApiError;
+use crate::feed::Event;
 use crate::notify::detection;
 use crate::state::AppState;
 
@@ -143,13 +144,11 @@ async fn replay(
         };
         let full = events.len() as i64 == REPLAY_BATCH;
         for (seq, submission) in events {
-            if let Some((detection, _)) = detection(seq, &submission, state.config.public_url()) {
-                let Ok(json) = serde_json::to_string(&detection) else {
-                    continue;
-                };
-                match tokio::time::timeout(SEND_TIMEOUT, sender.send(Message::Text(json.into())))
-                    .await
-                {
+            let event = detection(seq, &submission, state.config.public_url())
+                .and_then(|(detection, path)| Event::new(&detection, &path));
+            if let Some(event) = event {
+                let message = Message::Text(event.json.as_ref().into());
+                match tokio::time::timeout(SEND_TIMEOUT, sender.send(message)).await {
                     Ok(Ok(())) => {}
                     _ => return Err(()),
                 }

@@ -22,35 +22,18 @@ pub enum Dialect {
     Postgres,
 }
 
+/// `(version, SQL)` of each migration in `migrations/<dialect>/<version>.sql`.
+macro_rules! migrations {
+    ($dialect:literal: $($version:literal),+) => {
+        &[$(($version, include_str!(concat!("../../migrations/", $dialect, "/", $version, ".sql")))),+]
+    };
+}
+
 /// Migrations, applied in order and recorded in `faces_migrations`.
-const SQLITE_MIGRATIONS: &[(&str, &str)] = &[
-    (
-        "0001_init",
-        include_str!("../../migrations/sqlite/0001_init.sql"),
-    ),
-    (
-        "0002_options",
-        include_str!("../../migrations/sqlite/0002_options.sql"),
-    ),
-    (
-        "0003_events",
-        include_str!("../../migrations/sqlite/0003_events.sql"),
-    ),
-];
-const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
-    (
-        "0001_init",
-        include_str!("../../migrations/postgres/0001_init.sql"),
-    ),
-    (
-        "0002_options",
-        include_str!("../../migrations/postgres/0002_options.sql"),
-    ),
-    (
-        "0003_events",
-        include_str!("../../migrations/postgres/0003_events.sql"),
-    ),
-];
+const SQLITE_MIGRATIONS: &[(&str, &str)] =
+    migrations!("sqlite": "0001_init", "0002_options", "0003_events");
+const POSTGRES_MIGRATIONS: &[(&str, &str)] =
+    migrations!("postgres": "0001_init", "0002_options", "0003_events");
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 

@@ -1,6 +1,7 @@
 //! Shared by the tests and the benchmark that drive the real `faces` binary.
 #![allow(dead_code)]
 
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -27,12 +28,69 @@ pub async fn get_json(http: &reqwest::Client, url: &str) -> Value {
 
 /// Peak resident set size of process `pid` so far (VmHWM), in KiB.
 pub fn peak_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM:")
+}
+
+/// Resident set size of process `pid` now (VmRSS), in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A `kB` field of `/proc/<pid>/status`.
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("VmHWM of process {pid}"))
+        .unwrap_or_else(|| panic!("{field} of process {pid}"))
+}
+
+/// A `faces serve` child on a free port with its own data dir; killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `faces serve` on its defaults plus `extra` flags and waits until it is ready.
+pub async fn serve(extra: &[&str]) -> Server {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_faces"))
+        .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--public-url", &base])
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(extra)
+        .env("FACES_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("faces starts");
+    wait_ready(&base).await;
+    Server {
+        child,
+        base,
+        _data: data,
+    }
+}
+
+/// The server's `/metrics` text.
+pub async fn metrics_text(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text")
 }
 
 /// Waits until `GET /readyz` answers 200 (database and storage reachable).
