@@ -18,28 +18,63 @@ use rayon::ThreadPool;
 /// Channels per block: one AVX2 register of f32.
 pub(crate) const LANES: usize = 8;
 
-/// The interior size of one channel block's plane (the stored plane is two larger
+/// The interior size of one channel block's plane (the full plane is two larger
 /// each way) and its channels per pixel: [`LANES`] for feature maps, 3 for the
 /// packed RGB input, which only the first layer reads.
+///
+/// A plane may hold only a window of its rows: bordered rows `first_row..` (row 0 is
+/// the top border, `height + 1` the bottom one), `stored_rows` of them per block. The
+/// first layers run in such bands so that their large maps never exist whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Plane {
     pub height: usize,
     pub width: usize,
     pub lanes: usize,
+    pub first_row: usize,
+    pub stored_rows: usize,
 }
 
 impl Plane {
-    /// A feature map's plane.
-    pub(crate) fn blocked(height: usize, width: usize) -> Self {
+    /// A whole plane with `lanes` channels per pixel.
+    pub(crate) fn packed(height: usize, width: usize, lanes: usize) -> Self {
         Self {
             height,
             width,
-            lanes: LANES,
+            lanes,
+            first_row: 0,
+            stored_rows: height + 2,
         }
     }
-    /// This plane's size after a convolution of `stride`.
+    /// A whole feature map's plane.
+    pub(crate) fn blocked(height: usize, width: usize) -> Self {
+        Self::packed(height, width, LANES)
+    }
+    /// This plane's (whole) size after a convolution of `stride`.
     pub(crate) fn strided(self, stride: usize) -> Self {
         Self::blocked(self.height.div_ceil(stride), self.width.div_ceil(stride))
+    }
+    /// The same plane holding only the bordered rows `rows`.
+    pub(crate) fn window(self, rows: Range<usize>) -> Self {
+        assert!(rows.start <= rows.end && rows.end <= self.height + 2);
+        Self {
+            first_row: rows.start,
+            stored_rows: rows.len(),
+            ..self
+        }
+    }
+    /// The bordered rows stored.
+    pub(crate) fn bordered_rows(self) -> Range<usize> {
+        self.first_row..self.first_row + self.stored_rows
+    }
+    /// The interior rows stored.
+    pub(crate) fn interior_rows(self) -> Range<usize> {
+        let rows = self.bordered_rows();
+        let start = rows.start.max(1) - 1;
+        start..(rows.end.min(self.height + 1).max(1) - 1).max(start)
+    }
+    /// Same height, width and lanes (whatever rows each holds).
+    fn same_shape(self, other: Plane) -> bool {
+        (self.height, self.width, self.lanes) == (other.height, other.width, other.lanes)
     }
     /// Floats from one row to the next.
     pub(crate) fn row_len(self) -> usize {
@@ -47,12 +82,33 @@ impl Plane {
     }
     /// Floats from one channel block to the next.
     pub(crate) fn len(self) -> usize {
-        (self.height + 2) * self.row_len()
+        self.stored_rows * self.row_len()
     }
-    /// Offset of interior pixel (y, x) of block `block`.
+    /// Offset of interior pixel (y, x) of block `block`; row y must be stored.
     pub(crate) fn at(self, block: usize, y: usize, x: usize) -> usize {
-        block * self.len() + (y + 1) * self.row_len() + (x + 1) * self.lanes
+        let row = y + 1 - self.first_row;
+        debug_assert!(row < self.stored_rows);
+        block * self.len() + row * self.row_len() + (x + 1) * self.lanes
     }
+    /// Whether interior rows `rows` are all stored.
+    fn holds(self, rows: &Range<usize>) -> bool {
+        stores(self, &(rows.start + 1..rows.end + 1))
+    }
+}
+
+/// Bordered input rows that output rows `rows` read with this kernel and stride,
+/// where `offset` is the window's top-left in bordered input coordinates.
+fn rows_read(rows: &Range<usize>, kernel: usize, stride: usize, offset: usize) -> Range<usize> {
+    if rows.is_empty() {
+        return 0..0;
+    }
+    rows.start * stride + offset..(rows.end - 1) * stride + offset + kernel
+}
+
+/// Whether `input` stores every bordered row in `rows`.
+fn stores(input: Plane, rows: &Range<usize>) -> bool {
+    rows.is_empty()
+        || (rows.start >= input.first_row && rows.end <= input.first_row + input.stored_rows)
 }
 
 /// A dense convolution (every output channel sees every input channel), kernel 1x1
@@ -89,8 +145,13 @@ impl Dense<'_> {
             1
         }
     }
+    /// Bordered input rows that output rows `rows` read.
+    pub(crate) fn rows_read(&self, rows: &Range<usize>) -> Range<usize> {
+        rows_read(rows, self.kernel, self.stride, self.window_offset())
+    }
     /// Checks everything the kernels index by, so that their reads and writes stay in
-    /// bounds: the output plane is the strided input plane, slices are long enough.
+    /// bounds: the output plane is the strided input plane, the input stores every row
+    /// the output rows read, slices are long enough.
     fn check(&self, input: &[f32], in_plane: Plane, out: &RowsOut, out_block: usize) {
         assert!(
             self.kernel == 1 || self.kernel == 3,
@@ -114,7 +175,8 @@ impl Dense<'_> {
         );
         assert!(in_plane.lanes > 0 && in_plane.lanes <= LANES);
         assert!(input.len() >= self.in_blocks(in_plane) * in_plane.len());
-        assert_eq!(out.plane, in_plane.strided(self.stride));
+        assert!(out.plane.same_shape(in_plane.strided(self.stride)));
+        assert!(stores(in_plane, &self.rows_read(&out.rows)));
         assert!((out_block + self.out_blocks()) * out.plane.len() <= out.len);
     }
 }
@@ -132,6 +194,10 @@ impl Depthwise<'_> {
     pub(crate) fn blocks(&self) -> usize {
         self.bias.len() / LANES
     }
+    /// Bordered input rows that output rows `rows` read.
+    pub(crate) fn rows_read(&self, rows: &Range<usize>) -> Range<usize> {
+        rows_read(rows, 3, self.stride, 0)
+    }
     fn check(&self, input: &[f32], in_plane: Plane, out: &RowsOut) {
         assert!(
             self.stride == 1 || self.stride == 2,
@@ -142,7 +208,8 @@ impl Depthwise<'_> {
         assert_eq!(self.weights.len(), self.blocks() * 9 * LANES);
         assert_eq!(in_plane.lanes, LANES);
         assert!(input.len() >= self.blocks() * in_plane.len());
-        assert_eq!(out.plane, in_plane.strided(self.stride));
+        assert!(out.plane.same_shape(in_plane.strided(self.stride)));
+        assert!(stores(in_plane, &self.rows_read(&out.rows)));
         assert!(self.blocks() * out.plane.len() <= out.len);
     }
 }
@@ -177,16 +244,45 @@ pub(crate) struct RowsOut<'a> {
     _output: PhantomData<&'a mut [f32]>,
 }
 
-// SAFETY: a `RowsOut` only writes rows in `rows`, and `parallel_rows` gives the
-// `RowsOut`s alive at one time disjoint ranges of one `&mut` slice, so no two threads
-// write the same float and nobody reads the slice until they are all done.
+// SAFETY: a `RowsOut` only writes rows in `rows`, and `parallel_rows` /
+// `parallel_groups` give the `RowsOut`s alive at one time disjoint ranges of one
+// `&mut` slice (a narrowed one borrows its parent and writes a subset of its rows), so
+// no two threads write the same float and nobody reads the slice until all are done.
 unsafe impl Send for RowsOut<'_> {}
 unsafe impl Sync for RowsOut<'_> {}
 
-impl RowsOut<'_> {
+impl<'a> RowsOut<'a> {
+    fn new(output: &'a mut [f32], plane: Plane, rows: Range<usize>) -> Self {
+        Self {
+            ptr: output.as_mut_ptr(),
+            len: output.len(),
+            plane,
+            rows,
+            _output: PhantomData,
+        }
+    }
+
+    /// The same output, writing only `rows` (a subset of this holder's rows).
+    pub(crate) fn narrow(&self, rows: Range<usize>) -> RowsOut<'_> {
+        assert!(rows.is_empty() || (rows.start >= self.rows.start && rows.end <= self.rows.end));
+        RowsOut {
+            ptr: self.ptr,
+            len: self.len,
+            plane: self.plane,
+            rows,
+            _output: PhantomData,
+        }
+    }
+
+    /// The interior rows this holder writes.
+    pub(crate) fn rows(&self) -> Range<usize> {
+        self.rows.clone()
+    }
+
     /// Pointer to pixel (y, x) of `block`; checks that this holder owns row `y`.
     fn pixel(&self, block: usize, y: usize, x: usize) -> *mut f32 {
         assert!(self.rows.contains(&y) && x < self.plane.width);
+        assert!(self.plane.holds(&(y..y + 1)));
         let offset = self.plane.at(block, y, x);
         assert!(offset + LANES <= self.len);
         // SAFETY: in bounds of the slice, just checked.
@@ -200,33 +296,72 @@ impl RowsOut<'_> {
     }
 }
 
-/// Runs `work` over the output rows `0..plane.height`, split into contiguous ranges
-/// on the pool's threads (or all on this thread without a pool).
+/// Runs `work` on this thread over the interior rows `rows` of `output`.
+pub(crate) fn rows_of(
+    output: &mut [f32],
+    plane: Plane,
+    rows: Range<usize>,
+    work: impl FnOnce(&RowsOut),
+) {
+    work(&RowsOut::new(output, plane, rows))
+}
+
+/// Runs `work` over the stored interior rows of `output`, split into contiguous
+/// ranges on the pool's threads (or all on this thread without a pool).
 pub(crate) fn parallel_rows<F>(pool: Option<&ThreadPool>, output: &mut [f32], plane: Plane, work: F)
 where
     F: Fn(&RowsOut) + Sync,
 {
-    // The one pointer all holders write through, taken from the exclusive borrow.
-    let (ptr, len) = (output.as_mut_ptr(), output.len());
-    let make = |rows: Range<usize>| RowsOut {
-        ptr,
-        len,
-        plane,
-        rows,
-        _output: PhantomData,
-    };
-    let pool = pool.filter(|p| p.current_num_threads() > 1 && plane.height > 1);
+    let rows = plane.interior_rows();
+    let whole = RowsOut::new(output, plane, rows.clone());
+    let pool = pool.filter(|p| p.current_num_threads() > 1 && rows.len() > 1);
     let Some(pool) = pool else {
-        return work(&make(0..plane.height));
+        return work(&whole);
     };
     // A few ranges per thread even out rows of unequal cost.
-    let chunks = (pool.current_num_threads() * 3).min(plane.height);
-    let per = plane.height.div_ceil(chunks);
-    let outs: Vec<RowsOut> = (0..plane.height)
+    let chunks = (pool.current_num_threads() * 3).min(rows.len());
+    let per = rows.len().div_ceil(chunks);
+    let outs: Vec<RowsOut> = rows
+        .clone()
         .step_by(per)
-        .map(|start| make(start..(start + per).min(plane.height)))
+        .map(|start| whole.narrow(start..(start + per).min(rows.end)))
         .collect();
     pool.install(|| outs.par_iter().for_each(&work));
+}
+
+/// Runs `work` over the stored interior rows of `output` in one contiguous range per
+/// scratch value, side by side on the pool's threads, each range with its own scratch.
+pub(crate) fn parallel_groups<S, F>(
+    pool: Option<&ThreadPool>,
+    output: &mut [f32],
+    plane: Plane,
+    scratch: &mut [S],
+    work: F,
+) where
+    S: Send,
+    F: Fn(&RowsOut, &mut S) + Sync,
+{
+    let rows = plane.interior_rows();
+    let whole = RowsOut::new(output, plane, rows.clone());
+    let groups = scratch.len().min(rows.len()).max(1);
+    let per = rows.len().div_ceil(groups);
+    let outs: Vec<RowsOut> = (0..groups)
+        .map(|g| {
+            let start = (rows.start + g * per).min(rows.end);
+            whole.narrow(start..(start + per).min(rows.end))
+        })
+        .collect();
+    match pool {
+        Some(pool) if groups > 1 => pool.install(|| {
+            outs.par_iter()
+                .zip(scratch.par_iter_mut())
+                .for_each(|(out, s)| work(out, s))
+        }),
+        _ => outs
+            .iter()
+            .zip(scratch.iter_mut())
+            .for_each(|(out, s)| work(out, s)),
+    }
 }
 
 /// Single-precision FMA throughput of one core, GFLOP/s: independent FMA chains on
@@ -295,7 +430,8 @@ fn dense_scalar(conv: &Dense, input: &[f32], in_plane: Plane, out: &RowsOut, out
                 for ky in 0..k {
                     for kx in 0..k {
                         let tap = ky * k + kx;
-                        let base = (y * s + ky + off) * row + (x * s + kx + off) * pitch;
+                        let base = (y * s + ky + off - in_plane.first_row) * row
+                            + (x * s + kx + off) * pitch;
                         for ic in 0..conv.in_channels {
                             let v = input[(ic / pitch) * in_plane.len() + base + ic % pitch];
                             let w = &conv.weights
@@ -327,7 +463,9 @@ fn depthwise_scalar(conv: &Depthwise, input: &[f32], in_plane: Plane, out: &Rows
                 acc.copy_from_slice(&conv.bias[b * LANES..][..LANES]);
                 for ky in 0..3 {
                     for kx in 0..3 {
-                        let at = b * in_plane.len() + (y * s + ky) * row + (x * s + kx) * LANES;
+                        let at = b * in_plane.len()
+                            + (y * s + ky - in_plane.first_row) * row
+                            + (x * s + kx) * LANES;
                         let w = &conv.weights[(b * 9 + ky * 3 + kx) * LANES..][..LANES];
                         for lane in 0..LANES {
                             acc[lane] += input[at + lane] * w[lane];
@@ -364,6 +502,8 @@ mod avx2 {
     struct DenseArgs {
         input: *const f32,
         in_plane_len: usize,
+        /// The input's first stored bordered row.
+        in_first_row: usize,
         in_row: usize,
         in_blocks: usize,
         /// Floats from one input pixel to the next (channels per input block).
@@ -387,6 +527,7 @@ mod avx2 {
         let args = DenseArgs {
             input: input.as_ptr(),
             in_plane_len: in_plane.len(),
+            in_first_row: in_plane.first_row,
             in_row: in_plane.row_len(),
             in_blocks: conv.in_blocks(in_plane),
             in_lanes: in_plane.lanes,
@@ -409,10 +550,12 @@ mod avx2 {
                     let n = step.min(width - x);
                     // SAFETY: (y * s + off, x * s + off) is the top-left of pixel x's
                     // window in bordered input coordinates; `check` guarantees that
-                    // window and those of the next n - 1 pixels are inside the plane.
-                    let src = args
-                        .input
-                        .add((y * s + off) * args.in_row + (x * s + off) * args.in_lanes);
+                    // window and those of the next n - 1 pixels are inside the plane
+                    // and its rows stored (from `in_first_row` on).
+                    let src = args.input.add(
+                        (y * s + off - args.in_first_row) * args.in_row
+                            + (x * s + off) * args.in_lanes,
+                    );
                     let tile = Tile {
                         src,
                         weights: args.weights.add(ob * args.w_block),
@@ -565,8 +708,9 @@ mod avx2 {
             for y in out.rows.clone() {
                 let dst = out.pixel(b, y, 0);
                 // SAFETY: the rows y*s..y*s+2 and columns x*s..x*s+2 (bordered) of an
-                // output pixel's window are inside the input plane (`check`).
-                let top = plane.add(y * s * row);
+                // output pixel's window are inside the input plane, its rows stored
+                // from `first_row` on (`check`).
+                let top = plane.add((y * s - in_plane.first_row) * row);
                 for x in 0..width {
                     let src = top.add(x * s * LANES);
                     let mut acc = bias;
@@ -659,7 +803,7 @@ mod tests {
         ) {
             let stride = if kernel == 3 && stride2 { 2 } else { 1 };
             // `packed`: three channels per pixel, as the RGB input is stored.
-            let in_plane = Plane { height, width, lanes: if packed { 3 } else { LANES } };
+            let in_plane = Plane::packed(height, width, if packed { 3 } else { LANES });
             let out_plane = in_plane.strided(stride);
             let out_channels = out_blocks * LANES;
             let pixels = values(in_channels * height * width, seed);
@@ -767,17 +911,92 @@ mod tests {
         let mut out = vec![0f32; plane.len()];
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             parallel_rows(None, &mut out, plane, |o| {
-                let narrowed = RowsOut {
-                    ptr: o.ptr,
-                    len: o.len,
-                    plane,
-                    rows: 0..2,
-                    _output: PhantomData,
-                };
-                narrowed.store(0, 3, 0, &[1.0; LANES]);
+                o.narrow(0..2).store(0, 3, 0, &[1.0; LANES]);
             })
         }));
         assert!(result.is_err());
-        assert!(out.iter().all(|&v| v == 0.0));
+        // Nor may a narrowed holder widen its parent's rows.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rows_of(&mut out, plane, 1..3, |o| {
+                o.narrow(1..4);
+            })
+        }));
+        assert!(result.is_err());
+        // A window stores only its rows.
+        let window = plane.window(2..4);
+        let mut short = vec![0f32; window.len()];
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rows_of(&mut short, window, 0..4, |o| {
+                o.store(0, 3, 0, &[1.0; LANES])
+            })
+        }));
+        assert!(result.is_err());
+        assert!(out.iter().chain(&short).all(|&v| v == 0.0));
+    }
+
+    /// `data`'s bordered rows `rows` of each of `blocks` planes, stacked as a window.
+    fn window_of(
+        data: &[f32],
+        plane: Plane,
+        blocks: usize,
+        rows: Range<usize>,
+    ) -> (Vec<f32>, Plane) {
+        let window = plane.window(rows.clone());
+        let mut out = Vec::with_capacity(blocks * window.len());
+        for b in 0..blocks {
+            out.extend_from_slice(
+                &data[b * plane.len() + rows.start * plane.row_len()..][..window.len()],
+            );
+        }
+        (out, window)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// Output rows computed from a window of the input rows they read, into a
+        /// window of the output, equal (bit for bit) the same rows of the whole maps.
+        #[test]
+        fn kernels_on_row_windows_equal_whole_maps(
+            blocks in 1usize..4,
+            height in 1usize..20,
+            width in 1usize..20,
+            kind in 0usize..3,
+            stride2 in any::<bool>(),
+            cut in any::<(u16, u16)>(),
+            seed in any::<u64>(),
+        ) {
+            // kind: 0 depthwise 3x3, 1 dense 3x3, 2 dense 1x1.
+            let kernel = if kind == 2 { 1 } else { 3 };
+            let stride = if kernel == 3 && stride2 { 2 } else { 1 };
+            let in_plane = Plane::blocked(height, width);
+            let out_plane = in_plane.strided(stride);
+            let channels = blocks * LANES;
+            let input = values(blocks * in_plane.len(), seed);
+            let taps = if kind == 0 { 9 } else { kernel * kernel * channels };
+            let weights = values(blocks * taps * LANES, seed ^ 1);
+            let bias = values(channels, seed ^ 2);
+            let slope: Vec<f32> = (0..channels).map(|c| [0.0, 0.1, 1.0][c % 3]).collect();
+            let dense_conv = Dense { weights: &weights, bias: &bias, slope: &slope, in_channels: channels, kernel, stride };
+            let depthwise_conv = Depthwise { weights: &weights, bias: &bias, slope: &slope, stride };
+            let (a, b) = (cut.0 as usize % out_plane.height, cut.1 as usize % out_plane.height);
+            let rows = a.min(b)..a.max(b) + 1;
+            let read = if kind == 0 { depthwise_conv.rows_read(&rows) } else { dense_conv.rows_read(&rows) };
+            let (in_window_data, in_window) = window_of(&input, in_plane, blocks, read);
+            let out_window = out_plane.window(rows.start + 1..rows.end + 1);
+            let mut banded = vec![0f32; blocks * out_window.len()];
+            let whole = run(out_plane, blocks, 1, |o| if kind == 0 {
+                depthwise(Isa::detect(), &depthwise_conv, &input, in_plane, o)
+            } else {
+                dense(Isa::detect(), &dense_conv, &input, in_plane, o, 0)
+            });
+            rows_of(&mut banded, out_window, rows.clone(), |o| if kind == 0 {
+                depthwise(Isa::detect(), &depthwise_conv, &in_window_data, in_window, o)
+            } else {
+                dense(Isa::detect(), &dense_conv, &in_window_data, in_window, o, 0)
+            });
+            let (expected, _) = window_of(&whole, out_plane, blocks, rows.start + 1..rows.end + 1);
+            prop_assert_eq!(banded, expected);
+        }
     }
 }

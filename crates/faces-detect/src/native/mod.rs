@@ -20,21 +20,26 @@
 //!
 //! Every activation is fused into the convolution that precedes it, the SSH concat is
 //! free (each branch writes its own channel blocks of one map), and all buffers live
-//! in an [`Arena`] sized for the input shape and reused from call to call.
+//! in an [`Arena`] sized for the input shape and reused from call to call. The first
+//! layers, whose maps are the largest, run in bands of rows that stay in cache and
+//! never exist whole (`NativeNetwork::first_layers`); the results are the same, bit for
+//! bit, as layer by layer over whole maps.
 
 mod kernels;
 mod onnx;
 
+use std::ops::Range;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use image::RgbImage;
-use rayon::prelude::*;
 use rayon::ThreadPool;
 
 use crate::retinaface::{padded_size, MEAN_BGR};
 use crate::DetectError;
-use kernels::{parallel_rows, Dense, Depthwise, Isa, Plane, LANES};
+use kernels::{
+    parallel_groups, parallel_rows, rows_of, Dense, Depthwise, Isa, Plane, RowsOut, LANES,
+};
 use onnx::Graph;
 
 /// Whether this CPU runs the native engine (AVX2 and FMA).
@@ -94,6 +99,19 @@ pub struct LayerTime {
 type Tally = Mutex<[(u64, Duration); 5]>;
 
 fn timed<R>(tally: Option<&Tally>, kind: LayerKind, macs: u64, f: impl FnOnce() -> R) -> R {
+    timed_share(tally, kind, macs, 1, f)
+}
+
+/// `timed` for work that runs on `side_by_side` threads at once, each timing its own
+/// part: each adds its time divided by that count, so the kind's total stays close to
+/// the wall-clock time, as for layers split by rows.
+fn timed_share<R>(
+    tally: Option<&Tally>,
+    kind: LayerKind,
+    macs: u64,
+    side_by_side: usize,
+    f: impl FnOnce() -> R,
+) -> R {
     let Some(tally) = tally else { return f() };
     let start = Instant::now();
     let result = f();
@@ -102,7 +120,7 @@ fn timed<R>(tally: Option<&Tally>, kind: LayerKind, macs: u64, f: impl FnOnce() 
         return result;
     };
     tally[i].0 += macs;
-    tally[i].1 += start.elapsed();
+    tally[i].1 += start.elapsed() / side_by_side.max(1) as u32;
     result
 }
 
@@ -325,6 +343,14 @@ pub(crate) struct NativeNetwork {
 /// stride-8, -16 and -32 feature maps.
 const LEVEL_ENDS: [usize; 3] = [4, 10, 12];
 
+/// The first layers (input, stem, block 0, block 1's depthwise) run band by band: this
+/// many rows of block 1's depthwise output per band. Their maps are the network's
+/// largest (at stride 2, up to 16 channels: 30 MB for a 1024x1856 photo whole); a band
+/// of them stays within a core's L2 at 1024 px, and recomputing the rows two bands
+/// share costs a few percent of these cheap layers.
+const BAND_ROWS: usize = 8;
+const _: () = assert!(LEVEL_ENDS[0] >= 1, "the banded layers feed no level");
+
 impl NativeNetwork {
     /// Reads the network's weights from the ONNX file. Fails where the CPU lacks
     /// AVX2/FMA or the file is not the network this code expects.
@@ -514,8 +540,7 @@ impl NativeNetwork {
         // One entry into the pool for the whole pass: the layers' splits then start
         // from a pool thread, without a cross-thread wake-up and wait per layer.
         let mut pass = || {
-            arena.lend_pong_to_input();
-            arena.fill_input(rgb, width, height, self.pool.as_ref());
+            self.first_layers(&mut arena, rgb, (width, height), tally);
             self.forward(&mut arena, tally);
         };
         match &self.pool {
@@ -527,6 +552,112 @@ impl NativeNetwork {
             pool.push(arena);
         }
         Ok(outputs)
+    }
+
+    /// The plane of the banded layers' output (block 1's depthwise).
+    fn banded_plane(&self, image: Plane) -> Plane {
+        image
+            .strided(self.stem.stride)
+            .strided(self.blocks[0].0.stride)
+            .strided(self.blocks[1].0.stride)
+    }
+
+    /// The rows of each banded map that block 1's depthwise output rows `rows` need,
+    /// from the last layer back to the input.
+    fn band(&self, image: Plane, rows: &Range<usize>) -> Band {
+        let (dw0, pw0) = &self.blocks[0];
+        let dw1 = &self.blocks[1].0;
+        let stem_plane = image.strided(self.stem.stride);
+        let block0_plane = stem_plane.strided(dw0.stride);
+        let pw0_out = block0_plane.window(dw1.conv().rows_read(rows));
+        let dw0_out = block0_plane.window(pw0.conv().rows_read(&pw0_out.interior_rows()));
+        let stem_out = stem_plane.window(dw0.conv().rows_read(&dw0_out.interior_rows()));
+        let input = image.window(self.stem.conv().rows_read(&stem_out.interior_rows()));
+        Band {
+            input,
+            stem: stem_out,
+            dw0: dw0_out,
+            pw0: pw0_out,
+        }
+    }
+
+    /// Input fill, stem, block 0 and block 1's depthwise, band by band of the last
+    /// one's output rows, into pong: each band's maps hold only the rows it needs
+    /// (those two bands share are computed twice). Each thread takes a contiguous
+    /// range of rows with its own band scratch.
+    fn first_layers(&self, a: &mut Arena, rgb: &[u8], size: (usize, usize), tally: Option<&Tally>) {
+        let isa = self.isa;
+        let (dw0, pw0) = &self.blocks[0];
+        let dw1 = &self.blocks[1].0;
+        let (stem, dw0_conv, pw0_conv, dw1_conv) =
+            (self.stem.conv(), dw0.conv(), pw0.conv(), dw1.conv());
+        let image = a.image;
+        let out_plane = self.banded_plane(image);
+        let side_by_side = a.bands.len();
+        let timed = |kind, macs, f: &mut dyn FnMut()| {
+            timed_share(tally, kind, macs as u64, side_by_side, f)
+        };
+        // Multiply-accumulates of `rows` output rows of `plane`.
+        let macs = |rows: usize, plane: Plane, channels: usize, per_channel: usize| {
+            rows * plane.width * channels * per_channel
+        };
+        let work = |out: &RowsOut, s: &mut BandScratch| {
+            let group = out.rows();
+            for start in group.clone().step_by(BAND_ROWS) {
+                let rows = start..(start + BAND_ROWS).min(group.end);
+                let band = self.band(image, &rows);
+                let BandScratch {
+                    input,
+                    stem_out,
+                    dw0_out,
+                    pw0_out,
+                } = s;
+                timed(LayerKind::Other, 0, &mut || {
+                    fill_input(rgb, size, band.input, input)
+                });
+                let stem_rows = band.stem.interior_rows();
+                let n = macs(
+                    stem_rows.len(),
+                    band.stem,
+                    stem.bias.len(),
+                    9 * stem.in_channels,
+                );
+                timed(LayerKind::FirstLayer, n, &mut || {
+                    rows_of(stem_out, band.stem, stem_rows.clone(), |o| {
+                        kernels::dense(isa, &stem, input, band.input, o, 0)
+                    });
+                    zero_border(stem_out, band.stem, self.stem.out_blocks());
+                });
+                let dw0_rows = band.dw0.interior_rows();
+                let n = macs(dw0_rows.len(), band.dw0, dw0.bias.len(), 9);
+                timed(LayerKind::Depthwise, n, &mut || {
+                    rows_of(dw0_out, band.dw0, dw0_rows.clone(), |o| {
+                        kernels::depthwise(isa, &dw0_conv, stem_out, band.stem, o)
+                    });
+                    zero_border(dw0_out, band.dw0, dw0.blocks());
+                });
+                let pw0_rows = band.pw0.interior_rows();
+                let n = macs(pw0_rows.len(), band.pw0, pw0.bias.len(), pw0.in_channels);
+                timed(LayerKind::Pointwise, n, &mut || {
+                    rows_of(pw0_out, band.pw0, pw0_rows.clone(), |o| {
+                        kernels::dense(isa, &pw0_conv, dw0_out, band.dw0, o, 0)
+                    });
+                    zero_border(pw0_out, band.pw0, pw0.out_blocks());
+                });
+                let n = macs(rows.len(), out_plane, dw1.bias.len(), 9);
+                timed(LayerKind::Depthwise, n, &mut || {
+                    kernels::depthwise(isa, &dw1_conv, pw0_out, band.pw0, &out.narrow(rows.clone()))
+                });
+            }
+        };
+        parallel_groups(
+            self.pool.as_ref(),
+            &mut a.pong.data,
+            out_plane,
+            &mut a.bands,
+            work,
+        );
+        zero_border(&mut a.pong.data, out_plane, dw1.blocks());
     }
 
     fn forward(&self, a: &mut Arena, tally: Option<&Tally>) {
@@ -564,10 +695,11 @@ impl NativeNetwork {
                 });
             };
 
-        // Backbone: ping-pong between two scratch maps; level outputs go to their own
-        // maps, which the next block then reads.
+        // Backbone, from block 1's depthwise output (pong, by `first_layers`) on:
+        // ping-pong between two scratch maps; level outputs go to their own maps, which
+        // the next block then reads.
         let Arena {
-            input,
+            image,
             ping,
             pong,
             levels,
@@ -577,20 +709,18 @@ impl NativeNetwork {
             heads,
             ..
         } = a;
-        let mut plane = input.plane;
-        dense(&self.stem, &input.data, plane, &mut ping.data, 0);
-        pong.data = std::mem::take(&mut input.data);
-        plane = plane.strided(self.stem.stride);
-        zero_border(&mut ping.data, plane, self.stem.out_blocks());
+        let mut plane = self.banded_plane(*image);
         let mut source_level: Option<usize> = None;
-        for (i, (dw, pw)) in self.blocks.iter().enumerate() {
-            let source: &[f32] = match source_level {
-                Some(n) => &levels[n].data,
-                None => &ping.data,
-            };
-            depthwise(dw, source, plane, &mut pong.data);
-            plane = plane.strided(dw.stride);
-            zero_border(&mut pong.data, plane, dw.blocks());
+        for (i, (dw, pw)) in self.blocks.iter().enumerate().skip(1) {
+            if i > 1 {
+                let source: &[f32] = match source_level {
+                    Some(n) => &levels[n].data,
+                    None => &ping.data,
+                };
+                depthwise(dw, source, plane, &mut pong.data);
+                plane = plane.strided(dw.stride);
+                zero_border(&mut pong.data, plane, dw.blocks());
+            }
             if let Some(n) = LEVEL_ENDS.iter().position(|&end| end == i) {
                 dense(pw, &pong.data, plane, &mut levels[n].data, 0);
                 source_level = Some(n);
@@ -694,6 +824,23 @@ impl FixedMap {
     }
 }
 
+/// The rows of each banded map one band needs (see `NativeNetwork::band`).
+struct Band {
+    input: Plane,
+    stem: Plane,
+    dw0: Plane,
+    pw0: Plane,
+}
+
+/// One thread's buffers for the banded maps, reused band after band.
+#[derive(Default)]
+struct BandScratch {
+    input: Vec<f32>,
+    stem_out: Vec<f32>,
+    dw0_out: Vec<f32>,
+    pw0_out: Vec<f32>,
+}
+
 #[derive(Default)]
 struct SshScratch {
     t1: FixedMap,
@@ -707,8 +854,11 @@ struct SshScratch {
 #[derive(Default)]
 struct Arena {
     shape: (usize, usize),
-    /// The RGB input, packed three floats per pixel (BGR, means removed).
-    input: FixedMap,
+    /// The padded input's plane, packed three floats per pixel (BGR, means removed);
+    /// only bands of it are ever filled.
+    image: Plane,
+    /// One band scratch per thread of the first layers.
+    bands: Vec<BandScratch>,
     ping: FixedMap,
     pong: FixedMap,
     levels: [FixedMap; 3],
@@ -726,20 +876,20 @@ impl Arena {
             return;
         }
         self.shape = (height, width);
-        let image = Plane {
-            height,
-            width,
-            lanes: 3,
-        };
-        self.input.plane = image;
+        let image = Plane::packed(height, width, 3);
+        self.image = image;
+        self.prepare_bands(net, image);
         // Sizes of the ping-pong maps: the largest map each holds. Pong first holds
-        // the input; after the backbone they hold level 0's FPN and SSH maps.
-        let mut plane = image.strided(net.stem.stride);
-        let (mut ping, mut pong) = (net.stem.out_blocks() * plane.len(), image.len());
+        // block 1's depthwise output; after the backbone they hold level 0's FPN and
+        // SSH maps.
+        let mut plane = net.banded_plane(image);
+        let (mut ping, mut pong) = (0, net.blocks[1].0.blocks() * plane.len());
         let mut level_planes = Vec::new();
-        for (i, (dw, pw)) in net.blocks.iter().enumerate() {
-            plane = plane.strided(dw.stride);
-            pong = pong.max(dw.blocks() * plane.len());
+        for (i, (dw, pw)) in net.blocks.iter().enumerate().skip(1) {
+            if i > 1 {
+                plane = plane.strided(dw.stride);
+                pong = pong.max(dw.blocks() * plane.len());
+            }
             ping = ping.max(pw.out_blocks() * plane.len());
             if LEVEL_ENDS.contains(&i) {
                 level_planes.push((plane, pw.out_blocks()));
@@ -770,38 +920,35 @@ impl Arena {
         }
     }
 
-    /// Gives pong's buffer to the input map (the stem gives it back), borders zeroed.
-    fn lend_pong_to_input(&mut self) {
-        let plane = self.input.plane;
-        lend(&mut self.pong, &mut self.input, plane);
-    }
-
-    /// Writes the image into the input map: BGR, means removed, zeros right and
-    /// below; rows split across the pool's threads.
-    fn fill_input(&mut self, rgb: &[u8], width: usize, height: usize, pool: Option<&ThreadPool>) {
-        let plane = self.input.plane;
-        let row_len = plane.row_len();
-        // Bordered rows 1..=height of the plane; each starts with one border pixel.
-        let interior = &mut self.input.data[row_len..][..plane.height * row_len];
-        let fill = |(y, row): (usize, &mut [f32])| {
-            let row = &mut row[3..][..plane.width * 3];
-            if y >= height {
-                return row.fill(0.0);
+    /// One band scratch per thread, each sized for the largest band of `image`.
+    fn prepare_bands(&mut self, net: &NativeNetwork, image: Plane) {
+        let threads = net.pool.as_ref().map_or(1, ThreadPool::current_num_threads);
+        let rows = net.banded_plane(image).height;
+        let (dw0, pw0) = &net.blocks[0];
+        let mut sizes = [0; 4];
+        for start in 0..rows {
+            let band = net.band(image, &(start..(start + BAND_ROWS).min(rows)));
+            let needs = [
+                band.input.len(),
+                net.stem.out_blocks() * band.stem.len(),
+                dw0.blocks() * band.dw0.len(),
+                pw0.out_blocks() * band.pw0.len(),
+            ];
+            for (size, need) in sizes.iter_mut().zip(needs) {
+                *size = (*size).max(need);
             }
-            let (image, padding) = row.split_at_mut(width * 3);
-            let source = &rgb[y * width * 3..][..width * 3];
-            for (out, px) in image.chunks_exact_mut(3).zip(source.chunks_exact(3)) {
-                out[0] = f32::from(px[2]) - MEAN_BGR[0];
-                out[1] = f32::from(px[1]) - MEAN_BGR[1];
-                out[2] = f32::from(px[0]) - MEAN_BGR[2];
+        }
+        self.bands.resize_with(threads, BandScratch::default);
+        for band in &mut self.bands {
+            let buffers = [
+                &mut band.input,
+                &mut band.stem_out,
+                &mut band.dw0_out,
+                &mut band.pw0_out,
+            ];
+            for (buffer, size) in buffers.into_iter().zip(sizes) {
+                buffer.resize(size, 0.0);
             }
-            padding.fill(0.0);
-        };
-        match pool {
-            Some(pool) => {
-                pool.install(|| interior.par_chunks_mut(row_len).enumerate().for_each(fill))
-            }
-            None => interior.chunks_mut(row_len).enumerate().for_each(fill),
         }
     }
 
@@ -844,19 +991,46 @@ impl Arena {
     }
 }
 
-/// Zeroes the one-pixel border of `blocks` planes: a scratch map reused at another
-/// size holds stale values where the border now lies.
+/// Zeroes the one-pixel border of `blocks` planes, as far as `plane` stores it: a
+/// scratch map reused at another size or for another band holds stale values where
+/// the border now lies.
 fn zero_border(data: &mut [f32], plane: Plane, blocks: usize) {
     let (row, lanes) = (plane.row_len(), plane.lanes);
     for b in 0..blocks {
         let block = &mut data[b * plane.len()..][..plane.len()];
-        block[..row].fill(0.0);
-        block[(plane.height + 1) * row..].fill(0.0);
-        for y in 1..=plane.height {
-            block[y * row..][..lanes].fill(0.0);
-            block[y * row + (plane.width + 1) * lanes..][..lanes].fill(0.0);
+        for (r, stored) in plane.bordered_rows().zip(block.chunks_exact_mut(row)) {
+            if r == 0 || r == plane.height + 1 {
+                stored.fill(0.0);
+            } else {
+                stored[..lanes].fill(0.0);
+                stored[row - lanes..].fill(0.0);
+            }
         }
     }
+}
+
+/// Writes the image rows that `window` stores into `data` (one packed block): BGR,
+/// means removed, zeros right of and below the image and in the border.
+fn fill_input(rgb: &[u8], (width, height): (usize, usize), window: Plane, data: &mut [f32]) {
+    let row_len = window.row_len();
+    let rows = window.interior_rows();
+    let first = (rows.start + 1 - window.first_row) * row_len;
+    for (y, row) in rows.zip(data[first..].chunks_exact_mut(row_len)) {
+        let row = &mut row[3..][..window.width * 3];
+        if y >= height {
+            row.fill(0.0);
+            continue;
+        }
+        let (image, padding) = row.split_at_mut(width * 3);
+        let source = &rgb[y * width * 3..][..width * 3];
+        for (out, px) in image.chunks_exact_mut(3).zip(source.chunks_exact(3)) {
+            out[0] = f32::from(px[2]) - MEAN_BGR[0];
+            out[1] = f32::from(px[1]) - MEAN_BGR[1];
+            out[2] = f32::from(px[0]) - MEAN_BGR[2];
+        }
+        padding.fill(0.0);
+    }
+    zero_border(data, window, 1);
 }
 
 /// `fine += nearest 2x upsampling of coarse` over the interior.
