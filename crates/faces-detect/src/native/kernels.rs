@@ -6,8 +6,13 @@
 //! never needs a bounds check. Kernels write only the interior; the border stays
 //! zero from allocation on.
 //!
-//! Layers split their output rows across threads with [`parallel_rows`], which
-//! hands each thread a [`RowsOut`] that may write only its own rows.
+//! Layers split their output rows across threads with [`parallel_rows`] (or
+//! [`parallel_groups`], one range and scratch per thread), which hand each thread a
+//! [`RowsOut`] that may write only its own rows. A plane may store only a window of
+//! its rows, for layers run band by band.
+//!
+//! Kernels: dense (1x1 and 3x3, stride 1 or 2), depthwise 3x3, and [`winograd`] for
+//! the 3x3 stride-1 dense layers (its transforms here, its products on the dense kernel).
 
 use std::marker::PhantomData;
 use std::ops::Range;
@@ -330,12 +335,14 @@ where
 }
 
 /// Runs `work` over the stored interior rows of `output` in one contiguous range per
-/// scratch value, side by side on the pool's threads, each range with its own scratch.
+/// scratch value, side by side on the pool's threads, each range with its own scratch;
+/// every range but the last starts and ends on a multiple of `align` rows.
 pub(crate) fn parallel_groups<S, F>(
     pool: Option<&ThreadPool>,
     output: &mut [f32],
     plane: Plane,
     scratch: &mut [S],
+    align: usize,
     work: F,
 ) where
     S: Send,
@@ -344,7 +351,8 @@ pub(crate) fn parallel_groups<S, F>(
     let rows = plane.interior_rows();
     let whole = RowsOut::new(output, plane, rows.clone());
     let groups = scratch.len().min(rows.len()).max(1);
-    let per = rows.len().div_ceil(groups);
+    let align = align.max(1);
+    let per = rows.len().div_ceil(groups).div_ceil(align) * align;
     let outs: Vec<RowsOut> = (0..groups)
         .map(|g| {
             let start = (rows.start + g * per).min(rows.end);
@@ -476,6 +484,236 @@ fn depthwise_scalar(conv: &Depthwise, input: &[f32], in_plane: Plane, out: &Rows
                     *a = activate(*a, conv.slope[b * LANES + lane]);
                 }
                 out.store(b, y, x, &acc);
+            }
+        }
+    }
+}
+
+/// Winograd F(2x2, 3x3) for 3x3 stride-1 dense convolutions: each 2x2 output tile
+/// from its 4x4 input patch, transformed (`V = Bt d B`), multiplied point by point
+/// with the transformed weights (`U = G g Gt`; 16 pointwise convolutions over the
+/// tiles, on the dense kernel) and transformed back (`Y = At M A`): 16 multiplies per
+/// 4 outputs and channel pair instead of 36. The transforms' coefficients are 0, 1
+/// and 1/2, so the results differ from the direct sums only by float rounding.
+pub(crate) const WINOGRAD_POINTS: usize = 16;
+
+/// A 3x3 convolution's weights, transformed for Winograd F(2x2, 3x3).
+pub(crate) struct Winograd {
+    /// Per point: a 1x1 convolution's weights, `[out block][in channel][LANES]`.
+    points: Vec<f32>,
+    in_channels: usize,
+    out_blocks: usize,
+    /// Bias and slope of the pointwise products: none (the layer's come after).
+    zeros: Vec<f32>,
+    ones: Vec<f32>,
+}
+
+impl Winograd {
+    /// The transformed weights of `conv`, if it is a 3x3 stride-1 convolution over
+    /// whole channel blocks.
+    pub(crate) fn new(conv: &Dense) -> Option<Self> {
+        if conv.kernel != 3 || conv.stride != 1 || !conv.in_channels.is_multiple_of(LANES) {
+            return None;
+        }
+        const G: [[f32; 3]; 4] = [
+            [1.0, 0.0, 0.0],
+            [0.5, 0.5, 0.5],
+            [0.5, -0.5, 0.5],
+            [0.0, 0.0, 1.0],
+        ];
+        let (ic_count, out_blocks) = (conv.in_channels, conv.out_blocks());
+        let set = out_blocks * ic_count * LANES;
+        let mut points = vec![0f32; WINOGRAD_POINTS * set];
+        for ob in 0..out_blocks {
+            for ic in 0..ic_count {
+                for lane in 0..LANES {
+                    let g = |ky: usize, kx: usize| {
+                        conv.weights[((ob * 9 + ky * 3 + kx) * ic_count + ic) * LANES + lane]
+                    };
+                    for i in 0..4 {
+                        // Row i of G g (4 x 3), then times Gt.
+                        let row: [f32; 3] =
+                            std::array::from_fn(|kx| (0..3).map(|ky| G[i][ky] * g(ky, kx)).sum());
+                        for j in 0..4 {
+                            let u: f32 = (0..3).map(|kx| row[kx] * G[j][kx]).sum();
+                            points[(i * 4 + j) * set + (ob * ic_count + ic) * LANES + lane] = u;
+                        }
+                    }
+                }
+            }
+        }
+        Some(Self {
+            points,
+            in_channels: ic_count,
+            out_blocks,
+            zeros: vec![0.0; out_blocks * LANES],
+            ones: vec![1.0; out_blocks * LANES],
+        })
+    }
+
+    fn point(&self, p: usize) -> Dense<'_> {
+        let set = self.out_blocks * self.in_channels * LANES;
+        Dense {
+            weights: &self.points[p * set..][..set],
+            bias: &self.zeros,
+            slope: &self.ones,
+            in_channels: self.in_channels,
+            kernel: 1,
+            stride: 1,
+        }
+    }
+}
+
+/// One thread's transformed tiles, reused from band to band.
+#[derive(Default)]
+pub(crate) struct WinogradScratch {
+    v: Vec<f32>,
+    m: Vec<f32>,
+}
+
+/// Whether `conv` may run by [`winograd`] on `plane`: whole 2x2 tiles.
+pub(crate) fn winograd_fits(plane: Plane) -> bool {
+    plane.height.is_multiple_of(2) && plane.width.is_multiple_of(2) && plane.lanes == LANES
+}
+
+/// The output rows `out` owns (an even start and count) of the 3x3 stride-1
+/// convolution `conv` (its Winograd weights `wino`), into blocks `out_block..`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn winograd(
+    isa: Isa,
+    conv: &Dense,
+    wino: &Winograd,
+    input: &[f32],
+    in_plane: Plane,
+    out: &RowsOut,
+    out_block: usize,
+    scratch: &mut WinogradScratch,
+) {
+    let rows = out.rows();
+    assert!(winograd_fits(in_plane) && out.plane.same_shape(in_plane));
+    assert!(rows.start.is_multiple_of(2) && rows.len().is_multiple_of(2));
+    assert!(conv.kernel == 3 && conv.stride == 1);
+    assert_eq!(
+        (wino.in_channels, wino.out_blocks),
+        (conv.in_channels, conv.out_blocks())
+    );
+    assert_eq!(conv.bias.len(), conv.slope.len());
+    let (in_blocks, out_blocks) = (conv.in_channels / LANES, conv.out_blocks());
+    assert!(input.len() >= in_blocks * in_plane.len());
+    // Tile row t reads bordered input rows 2t..2t+4.
+    assert!(stores(in_plane, &(rows.start..rows.end + 2)));
+    assert!((out_block + out_blocks) * out.plane.len() <= out.len);
+    if rows.is_empty() {
+        return;
+    }
+    let tiles = Plane::blocked(rows.len() / 2, in_plane.width / 2);
+    let WinogradScratch { v, m } = scratch;
+    v.resize(WINOGRAD_POINTS * in_blocks * tiles.len(), 0.0);
+    m.resize(WINOGRAD_POINTS * out_blocks * tiles.len(), 0.0);
+    let first_tile_row = rows.start / 2;
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2/FMA as for `dense`; the input rows and `v`'s length checked above.
+        Isa::Avx2Fma => unsafe {
+            avx2::winograd_input(input, in_plane, in_blocks, first_tile_row, v, tiles)
+        },
+        _ => winograd_input_scalar(input, in_plane, in_blocks, first_tile_row, v, tiles),
+    }
+    let (v_set, m_set) = (in_blocks * tiles.len(), out_blocks * tiles.len());
+    for p in 0..WINOGRAD_POINTS {
+        let v = &v[p * v_set..][..v_set];
+        rows_of(&mut m[p * m_set..][..m_set], tiles, 0..tiles.height, |o| {
+            dense(isa, &wino.point(p), v, tiles, o, 0)
+        });
+    }
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2/FMA as above; `m`'s length set above; writes go through `out`.
+        Isa::Avx2Fma => unsafe {
+            avx2::winograd_output(m, tiles, out_blocks, conv.bias, conv.slope, out, out_block)
+        },
+        _ => winograd_output_scalar(m, tiles, out_blocks, conv.bias, conv.slope, out, out_block),
+    }
+}
+
+/// `V = Bt d B` of every tile's 4x4 input patch, point p of block b at
+/// `(p * blocks + b) * tiles.len()` + the tile's pixel offset in `tiles`.
+fn winograd_input_scalar(
+    input: &[f32],
+    in_plane: Plane,
+    blocks: usize,
+    first_tile_row: usize,
+    v: &mut [f32],
+    tiles: Plane,
+) {
+    let row = in_plane.row_len();
+    for b in 0..blocks {
+        for ty in 0..tiles.height {
+            let top = b * in_plane.len() + (2 * (first_tile_row + ty) - in_plane.first_row) * row;
+            for tx in 0..tiles.width {
+                let at = tiles.at(0, ty, tx);
+                for lane in 0..LANES {
+                    let d = |i: usize, j: usize| input[top + i * row + (2 * tx + j) * LANES + lane];
+                    // The rows of Bt d, then each times B.
+                    let t: [[f32; 4]; 4] = [
+                        std::array::from_fn(|j| d(0, j) - d(2, j)),
+                        std::array::from_fn(|j| d(1, j) + d(2, j)),
+                        std::array::from_fn(|j| d(2, j) - d(1, j)),
+                        std::array::from_fn(|j| d(1, j) - d(3, j)),
+                    ];
+                    for (i, t) in t.iter().enumerate() {
+                        let out = [t[0] - t[2], t[1] + t[2], t[2] - t[1], t[1] - t[3]];
+                        for (j, value) in out.into_iter().enumerate() {
+                            v[((i * 4 + j) * blocks + b) * tiles.len() + at + lane] = value;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `Y = At M A` of every tile's 16 products, plus bias, activated, into the 2x2
+/// output pixels.
+fn winograd_output_scalar(
+    m: &[f32],
+    tiles: Plane,
+    blocks: usize,
+    bias: &[f32],
+    slope: &[f32],
+    out: &RowsOut,
+    out_block: usize,
+) {
+    let first_tile_row = out.rows.start / 2;
+    for k in 0..blocks {
+        for ty in 0..tiles.height {
+            for tx in 0..tiles.width {
+                let at = tiles.at(0, ty, tx);
+                let mut y = [[[0f32; LANES]; 2]; 2];
+                for lane in 0..LANES {
+                    let mv = |i: usize, j: usize| {
+                        m[((i * 4 + j) * blocks + k) * tiles.len() + at + lane]
+                    };
+                    let s: [[f32; 4]; 2] = [
+                        std::array::from_fn(|j| mv(0, j) + mv(1, j) + mv(2, j)),
+                        std::array::from_fn(|j| mv(1, j) - mv(2, j) - mv(3, j)),
+                    ];
+                    let (b, sl) = (bias[k * LANES + lane], slope[k * LANES + lane]);
+                    for r in 0..2 {
+                        y[r][0][lane] = activate(s[r][0] + s[r][1] + s[r][2] + b, sl);
+                        y[r][1][lane] = activate(s[r][1] - s[r][2] - s[r][3] + b, sl);
+                    }
+                }
+                for (r, pixels) in y.iter().enumerate() {
+                    for (c, values) in pixels.iter().enumerate() {
+                        out.store(
+                            out_block + k,
+                            2 * (first_tile_row + ty) + r,
+                            2 * tx + c,
+                            values,
+                        );
+                    }
+                }
             }
         }
     }
@@ -726,6 +964,102 @@ mod avx2 {
             }
         }
     }
+
+    /// The AVX2 twin of `winograd_input_scalar`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn winograd_input(
+        input: &[f32],
+        in_plane: Plane,
+        blocks: usize,
+        first_tile_row: usize,
+        v: &mut [f32],
+        tiles: Plane,
+    ) {
+        let row = in_plane.row_len();
+        let out = v.as_mut_ptr();
+        let (add, sub) = (|a, b| _mm256_add_ps(a, b), |a, b| _mm256_sub_ps(a, b));
+        for b in 0..blocks {
+            let plane = input.as_ptr().add(b * in_plane.len());
+            for ty in 0..tiles.height {
+                // SAFETY: tile row ty reads bordered input rows 2t..2t+4 (t its row in
+                // the whole plane), which `winograd` checked are stored.
+                let top = plane.add((2 * (first_tile_row + ty) - in_plane.first_row) * row);
+                for tx in 0..tiles.width {
+                    let src = top.add(2 * tx * LANES);
+                    let d: [[__m256; 4]; 4] = std::array::from_fn(|i| {
+                        std::array::from_fn(|j| _mm256_loadu_ps(src.add(i * row + j * LANES)))
+                    });
+                    let t: [[__m256; 4]; 4] = [
+                        std::array::from_fn(|j| sub(d[0][j], d[2][j])),
+                        std::array::from_fn(|j| add(d[1][j], d[2][j])),
+                        std::array::from_fn(|j| sub(d[2][j], d[1][j])),
+                        std::array::from_fn(|j| sub(d[1][j], d[3][j])),
+                    ];
+                    let at = tiles.at(0, ty, tx);
+                    for (i, t) in t.iter().enumerate() {
+                        let values = [
+                            sub(t[0], t[2]),
+                            add(t[1], t[2]),
+                            sub(t[2], t[1]),
+                            sub(t[1], t[3]),
+                        ];
+                        for (j, value) in values.into_iter().enumerate() {
+                            // SAFETY: `winograd` sized `v` for 16 points x `blocks` x tiles.
+                            _mm256_storeu_ps(
+                                out.add(((i * 4 + j) * blocks + b) * tiles.len() + at),
+                                value,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The AVX2 twin of `winograd_output_scalar`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn winograd_output(
+        m: &[f32],
+        tiles: Plane,
+        blocks: usize,
+        bias: &[f32],
+        slope: &[f32],
+        out: &RowsOut,
+        out_block: usize,
+    ) {
+        let first_tile_row = out.rows.start / 2;
+        let (add, sub) = (|a, b| _mm256_add_ps(a, b), |a, b| _mm256_sub_ps(a, b));
+        let products = m.as_ptr();
+        for k in 0..blocks {
+            let b = _mm256_loadu_ps(bias.as_ptr().add(k * LANES));
+            let sl = _mm256_loadu_ps(slope.as_ptr().add(k * LANES));
+            let activate = |x: __m256| _mm256_max_ps(x, _mm256_mul_ps(x, sl));
+            for ty in 0..tiles.height {
+                for tx in 0..tiles.width {
+                    let at = tiles.at(0, ty, tx);
+                    // SAFETY: `winograd` sized `m` for 16 points x `blocks` x tiles.
+                    let mv = |i: usize, j: usize| {
+                        _mm256_loadu_ps(products.add(((i * 4 + j) * blocks + k) * tiles.len() + at))
+                    };
+                    let mm: [[__m256; 4]; 4] =
+                        std::array::from_fn(|i| std::array::from_fn(|j| mv(i, j)));
+                    let s: [[__m256; 4]; 2] = [
+                        std::array::from_fn(|j| add(add(mm[0][j], mm[1][j]), mm[2][j])),
+                        std::array::from_fn(|j| sub(sub(mm[1][j], mm[2][j]), mm[3][j])),
+                    ];
+                    for (r, s) in s.iter().enumerate() {
+                        let y0 = activate(add(add(add(s[0], s[1]), s[2]), b));
+                        let y1 = activate(add(sub(sub(s[1], s[2]), s[3]), b));
+                        // SAFETY: `pixel` checks the row is ours and column 2tx is in the
+                        // plane; 2tx + 1 is too (the width is even).
+                        let dst = out.pixel(out_block + k, 2 * (first_tile_row + ty) + r, 2 * tx);
+                        _mm256_storeu_ps(dst, y0);
+                        _mm256_storeu_ps(dst.add(LANES), y1);
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -932,6 +1266,44 @@ mod tests {
         }));
         assert!(result.is_err());
         assert!(out.iter().chain(&short).all(|&v| v == 0.0));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+        /// Winograd (scalar and AVX2, whole or in two bands) equals the direct 3x3
+        /// convolution up to float rounding.
+        #[test]
+        fn winograd_matches_direct_convolution(
+            in_blocks in 1usize..4,
+            out_blocks in 1usize..4,
+            half_height in 1usize..7,
+            half_width in 1usize..10,
+            split in any::<u16>(),
+            seed in any::<u64>(),
+        ) {
+            let plane = Plane::blocked(2 * half_height, 2 * half_width);
+            let in_channels = in_blocks * LANES;
+            let pixels = values(in_channels * plane.height * plane.width, seed);
+            let input = blocked(in_channels, plane, &pixels);
+            let weights = values(out_blocks * 9 * in_channels * LANES, seed ^ 1);
+            let bias = values(out_blocks * LANES, seed ^ 2);
+            let slope: Vec<f32> = (0..out_blocks * LANES).map(|c| [0.0, 0.1, 1.0][c % 3]).collect();
+            let conv = Dense { weights: &weights, bias: &bias, slope: &slope, in_channels, kernel: 3, stride: 1 };
+            let wino = Winograd::new(&conv).unwrap();
+            let direct = run(plane, out_blocks, 1, |o| dense(Isa::Scalar, &conv, &input, plane, o, 0));
+            let cut = 2 * (split as usize % (half_height + 1));
+            for isa in [Isa::Scalar, Isa::detect()] {
+                let mut out = vec![0f32; out_blocks * plane.len()];
+                let mut scratch = WinogradScratch::default();
+                rows_of(&mut out, plane, 0..plane.height, |o| {
+                    for band in [0..cut, cut..plane.height] {
+                        winograd(isa, &conv, &wino, &input, plane, &o.narrow(band), 0, &mut scratch);
+                    }
+                });
+                close(&out, &direct)?;
+            }
+        }
     }
 
     /// `data`'s bordered rows `rows` of each of `blocks` planes, stacked as a window.

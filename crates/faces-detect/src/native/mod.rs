@@ -23,7 +23,9 @@
 //! in an [`Arena`] sized for the input shape and reused from call to call. The first
 //! layers, whose maps are the largest, run in bands of rows that stay in cache and
 //! never exist whole (`NativeNetwork::first_layers`); the results are the same, bit for
-//! bit, as layer by layer over whole maps.
+//! bit, as layer by layer over whole maps. The 3x3 stride-1 dense layers (FPN merges,
+//! SSH; half the network's work) run by Winograd F(2x2, 3x3), which differs from the
+//! direct sums only by float rounding.
 
 mod kernels;
 mod onnx;
@@ -38,7 +40,8 @@ use rayon::ThreadPool;
 use crate::retinaface::{padded_size, MEAN_BGR};
 use crate::DetectError;
 use kernels::{
-    parallel_groups, parallel_rows, rows_of, Dense, Depthwise, Isa, Plane, RowsOut, LANES,
+    parallel_groups, parallel_rows, rows_of, winograd, winograd_fits, Dense, Depthwise, Isa, Plane,
+    RowsOut, Winograd, WinogradScratch, LANES, WINOGRAD_POINTS,
 };
 use onnx::Graph;
 
@@ -132,6 +135,9 @@ struct DenseLayer {
     in_channels: usize,
     kernel: usize,
     stride: usize,
+    /// The weights transformed for Winograd, for 3x3 stride-1 layers over whole
+    /// channel blocks (the FPN merges and the SSH convolutions).
+    winograd: Option<Winograd>,
 }
 
 impl DenseLayer {
@@ -294,14 +300,17 @@ fn dense_layer(graph: &Graph, outputs: &[&str], kernel: usize) -> Result<DenseLa
             oc += 1;
         }
     }
-    Ok(DenseLayer {
+    let mut layer = DenseLayer {
         weights,
         bias,
         slope,
         in_channels,
         kernel,
         stride,
-    })
+        winograd: None,
+    };
+    layer.winograd = Winograd::new(&layer.conv());
+    Ok(layer)
 }
 
 fn depthwise_layer(graph: &Graph, output: &str) -> Result<DepthwiseLayer, DetectError> {
@@ -655,6 +664,7 @@ impl NativeNetwork {
             &mut a.pong.data,
             out_plane,
             &mut a.bands,
+            1,
             work,
         );
         zero_border(&mut a.pong.data, out_plane, dw1.blocks());
@@ -663,11 +673,14 @@ impl NativeNetwork {
     fn forward(&self, a: &mut Arena, tally: Option<&Tally>) {
         let pool = self.pool.as_ref();
         let isa = self.isa;
-        let dense = |layer: &DenseLayer,
-                     input: &[f32],
-                     in_plane: Plane,
-                     out: &mut [f32],
-                     out_block: usize| {
+        let winograd_scratch = &mut a.winograd;
+        // Full3x3's multiply-accumulates are the direct convolution's, also where
+        // Winograd does fewer.
+        let mut dense = |layer: &DenseLayer,
+                         input: &[f32],
+                         in_plane: Plane,
+                         out: &mut [f32],
+                         out_block: usize| {
             let plane = in_plane.strided(layer.stride);
             let conv = layer.conv();
             let kind = match (layer.in_channels, layer.kernel) {
@@ -677,10 +690,20 @@ impl NativeNetwork {
             };
             let taps = layer.kernel * layer.kernel;
             let macs = plane.height * plane.width * layer.bias.len() * layer.in_channels * taps;
-            timed(tally, kind, macs as u64, || {
-                parallel_rows(pool, out, plane, |rows| {
+            timed(tally, kind, macs as u64, || match &layer.winograd {
+                Some(wino) if winograd_fits(in_plane) => {
+                    let band = 2 * winograd_band_tiles(layer, plane);
+                    parallel_groups(pool, out, plane, winograd_scratch, band, |rows, s| {
+                        let group = rows.rows();
+                        for start in group.clone().step_by(band) {
+                            let part = rows.narrow(start..(start + band).min(group.end));
+                            winograd(isa, &conv, wino, input, in_plane, &part, out_block, s);
+                        }
+                    })
+                }
+                _ => parallel_rows(pool, out, plane, |rows| {
                     kernels::dense(isa, &conv, input, in_plane, rows, out_block)
-                })
+                }),
             });
         };
         let depthwise =
@@ -859,6 +882,8 @@ struct Arena {
     image: Plane,
     /// One band scratch per thread of the first layers.
     bands: Vec<BandScratch>,
+    /// One Winograd scratch per thread.
+    winograd: Vec<WinogradScratch>,
     ping: FixedMap,
     pong: FixedMap,
     levels: [FixedMap; 3],
@@ -939,6 +964,7 @@ impl Arena {
             }
         }
         self.bands.resize_with(threads, BandScratch::default);
+        self.winograd.resize_with(threads, WinogradScratch::default);
         for band in &mut self.bands {
             let buffers = [
                 &mut band.input,
@@ -989,6 +1015,15 @@ impl Arena {
         }
         [boxes, scores, landmarks]
     }
+}
+
+/// Tile rows per Winograd band: as many as keep the band's transformed input and
+/// products near 512 KiB (within a core's L2), at least one.
+fn winograd_band_tiles(layer: &DenseLayer, plane: Plane) -> usize {
+    const BAND_FLOATS: usize = 128 * 1024;
+    let blocks = layer.in_channels / LANES + layer.out_blocks();
+    let per_tile_row = WINOGRAD_POINTS * blocks * (plane.width / 2 + 2) * LANES;
+    (BAND_FLOATS / per_tile_row).max(1)
 }
 
 /// Zeroes the one-pixel border of `blocks` planes, as far as `plane` stores it: a
