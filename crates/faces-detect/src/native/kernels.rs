@@ -253,8 +253,8 @@ pub(crate) struct RowsOut<'a> {
 // `parallel_groups` give the `RowsOut`s alive at one time disjoint ranges of one
 // `&mut` slice (a narrowed one borrows its parent and writes a subset of its rows), so
 // no two threads write the same float and nobody reads the slice until all are done.
+// It is `Send` but not `Sync`: each holder is moved to one thread, never shared.
 unsafe impl Send for RowsOut<'_> {}
-unsafe impl Sync for RowsOut<'_> {}
 
 impl<'a> RowsOut<'a> {
     fn new(output: &'a mut [f32], plane: Plane, rows: Range<usize>) -> Self {
@@ -331,7 +331,7 @@ where
         .step_by(per)
         .map(|start| whole.narrow(start..(start + per).min(rows.end)))
         .collect();
-    pool.install(|| outs.par_iter().for_each(&work));
+    pool.install(|| outs.into_par_iter().for_each(|out| work(&out)));
 }
 
 /// Runs `work` over the stored interior rows of `output` in one contiguous range per
@@ -361,9 +361,9 @@ pub(crate) fn parallel_groups<S, F>(
         .collect();
     match pool {
         Some(pool) if groups > 1 => pool.install(|| {
-            outs.par_iter()
+            outs.into_par_iter()
                 .zip(scratch.par_iter_mut())
-                .for_each(|(out, s)| work(out, s))
+                .for_each(|(out, s)| work(&out, s))
         }),
         _ => outs
             .iter()
