@@ -904,6 +904,9 @@ impl Arena {
         let image = Plane::packed(height, width, 3);
         self.image = image;
         self.prepare_bands(net, image);
+        // Winograd's scratch grows with its first bands.
+        let threads = net.pool.as_ref().map_or(1, ThreadPool::current_num_threads);
+        self.winograd.resize_with(threads, WinogradScratch::default);
         // Sizes of the ping-pong maps: the largest map each holds. Pong first holds
         // block 1's depthwise output; after the backbone they hold level 0's FPN and
         // SSH maps.
@@ -964,7 +967,6 @@ impl Arena {
             }
         }
         self.bands.resize_with(threads, BandScratch::default);
-        self.winograd.resize_with(threads, WinogradScratch::default);
         for band in &mut self.bands {
             let buffers = [
                 &mut band.input,
