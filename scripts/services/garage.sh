@@ -2,6 +2,9 @@
 # Throwaway single-node Garage (S3-compatible) for faces integration tests, on 127.0.0.1 only.
 #   eval "$(scripts/services/garage.sh)"   # start, or reuse the running one
 #   scripts/services/garage.sh stop
+# FACES_GARAGE_BIN picks the binary (default: `garage` on PATH, else ~/.cargo/bin/garage,
+# installed here as a debug build: quick to build for tests, but Garage's C dependencies
+# at -O0 take most of a core, so benchmarks want a release build, see the README).
 # Idempotent: the rpc secret and the S3 key live in the state dir and are reused.
 set -euo pipefail
 
@@ -37,7 +40,7 @@ if running && [[ -f $STATE/s3-key ]] && curl -fs -o /dev/null "http://127.0.0.1:
   exit 0
 fi
 
-GARAGE=$(command -v garage || echo "${CARGO_HOME:-$HOME/.cargo}/bin/garage")
+GARAGE=${FACES_GARAGE_BIN:-$(command -v garage || echo "${CARGO_HOME:-$HOME/.cargo}/bin/garage")}
 if [[ ! -x $GARAGE ]]; then
   log "installing garage 2.5.0 with cargo (a debug build takes ~6-7 min on 2 cores)"
   env -u CARGO_TARGET_DIR cargo install garage --version 2.5.0 --locked --no-default-features \
@@ -59,6 +62,8 @@ read -r KEY_ID SECRET <"$STATE/s3-key"
 metadata_dir = "$STATE/meta"
 data_dir = "$STATE/data"
 db_engine = "lmdb"
+# Photos are JPEG/PNG already: zstd over them costs CPU and saves nothing.
+compression_level = "none"
 replication_factor = 1
 rpc_bind_addr = "127.0.0.1:$RPC_PORT"
 rpc_public_addr = "127.0.0.1:$RPC_PORT"
