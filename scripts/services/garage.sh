@@ -41,6 +41,10 @@ if running && [[ -f $STATE/s3-key ]] && curl -fs -o /dev/null "http://127.0.0.1:
 fi
 
 GARAGE=${FACES_GARAGE_BIN:-$(command -v garage || echo "${CARGO_HOME:-$HOME/.cargo}/bin/garage")}
+if [[ -n ${FACES_GARAGE_BIN:-} && ! -x $GARAGE ]]; then
+  log "FACES_GARAGE_BIN=$GARAGE is not an executable"
+  exit 1
+fi
 if [[ ! -x $GARAGE ]]; then
   log "installing garage 2.5.0 with cargo (a debug build takes ~6-7 min on 2 cores)"
   env -u CARGO_TARGET_DIR cargo install garage --version 2.5.0 --locked --no-default-features \
