@@ -33,7 +33,7 @@ pub struct DetectArgs {
     /// How overlapping boxes of one face become one: vote (score-weighted mean) or hard (best box).
     #[arg(long, default_value = "vote")]
     suppression: Suppression,
-    /// fast (image at its own size) or accurate (adds a 2x pass).
+    /// fast (own size; photos under 640 px also upscaled to 640) or accurate (mirrored passes, plus 1.5x and 2x).
     #[arg(long, default_value = "fast")]
     mode: Mode,
     /// Longest side the network runs at.
