@@ -224,18 +224,38 @@ impl Depthwise<'_> {
 pub(crate) enum Isa {
     /// AVX2 + FMA, x86-64 only; [`Isa::detect`] returns it only where the CPU has both.
     Avx2Fma,
+    /// AVX-512 F + DQ beside AVX2 + FMA: the dense kernel on 512-bit registers (two
+    /// channel blocks per register), the others as [`Isa::Avx2Fma`]. Where the core has
+    /// two 512-bit FMA units (Xeons) this doubles the dense kernel's peak.
+    Avx512,
     /// The plain twins: reference for tests, and correct everywhere.
     Scalar,
 }
 
 impl Isa {
-    /// The best implementation this CPU runs.
+    /// The best implementation this CPU runs. `FACES_NO_AVX512` (any value) keeps it
+    /// to AVX2, for CPUs whose 512-bit FMAs are no faster (AMD Zen 4 splits them in two).
     pub(crate) fn detect() -> Self {
+        let all = Self::available();
+        let no_avx512 = std::env::var_os("FACES_NO_AVX512").is_some();
+        all.iter()
+            .copied()
+            .find(|&isa| !(no_avx512 && isa == Isa::Avx512))
+            .unwrap_or(Isa::Scalar)
+    }
+
+    /// Every implementation this CPU runs, best first (tests compare each to the scalar twins).
+    pub(crate) fn available() -> Vec<Self> {
+        let mut all = Vec::new();
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return Isa::Avx2Fma;
+            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512dq") {
+                all.push(Isa::Avx512);
+            }
+            all.push(Isa::Avx2Fma);
         }
-        Isa::Scalar
+        all.push(Isa::Scalar);
+        all
     }
 }
 
@@ -378,14 +398,23 @@ pub(crate) fn fma_peak_gflops(isa: Isa) -> Option<f64> {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx2Fma` is only made where the CPU has AVX2 and FMA.
-        Isa::Avx2Fma => {
+        Isa::Avx2Fma | Isa::Avx512 => {
             let iterations = 20_000_000u64;
+            let wide = isa == Isa::Avx512;
             let start = std::time::Instant::now();
-            let sink = unsafe { avx2::fma_loop(iterations) };
+            // SAFETY: `Isa::Avx512` is only made where the CPU has AVX-512 F.
+            let sink = unsafe {
+                if wide {
+                    avx2::avx512::fma_loop(iterations)
+                } else {
+                    avx2::fma_loop(iterations)
+                }
+            };
             let seconds = start.elapsed().as_secs_f64();
             std::hint::black_box(sink);
-            // 12 chains x 8 lanes x 2 flops per iteration.
-            Some((iterations * 12 * LANES as u64 * 2) as f64 / seconds / 1e9)
+            // 12 chains x 8 (16) lanes x 2 flops per iteration.
+            let lanes = if wide { 2 * LANES } else { LANES } as u64;
+            Some((iterations * 12 * lanes * 2) as f64 / seconds / 1e9)
         }
         _ => None,
     }
@@ -411,6 +440,10 @@ pub(crate) fn dense(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx2Fma` is only made where the CPU has AVX2 and FMA; sizes checked above.
         Isa::Avx2Fma => unsafe { avx2::dense(conv, input, in_plane, out, out_block) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx512` is only made where the CPU has AVX-512 F + DQ, AVX2 and
+        // FMA; sizes checked above.
+        Isa::Avx512 => unsafe { avx2::avx512::dense(conv, input, in_plane, out, out_block) },
         _ => dense_scalar(conv, input, in_plane, out, out_block),
     }
 }
@@ -421,7 +454,7 @@ pub(crate) fn depthwise(isa: Isa, conv: &Depthwise, input: &[f32], in_plane: Pla
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as for `dense`.
-        Isa::Avx2Fma => unsafe { avx2::depthwise(conv, input, in_plane, out) },
+        Isa::Avx2Fma | Isa::Avx512 => unsafe { avx2::depthwise(conv, input, in_plane, out) },
         _ => depthwise_scalar(conv, input, in_plane, out),
     }
 }
@@ -614,7 +647,7 @@ pub(crate) fn winograd(
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX2/FMA as for `dense`; the input rows and `v`'s length checked above.
-        Isa::Avx2Fma => unsafe {
+        Isa::Avx2Fma | Isa::Avx512 => unsafe {
             avx2::winograd_input(input, in_plane, in_blocks, first_tile_row, v, tiles)
         },
         _ => winograd_input_scalar(input, in_plane, in_blocks, first_tile_row, v, tiles),
@@ -629,7 +662,7 @@ pub(crate) fn winograd(
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX2/FMA as above; `m`'s length set above; writes go through `out`.
-        Isa::Avx2Fma => unsafe {
+        Isa::Avx2Fma | Isa::Avx512 => unsafe {
             avx2::winograd_output(m, tiles, out_blocks, conv.bias, conv.slope, out, out_block)
         },
         _ => winograd_output_scalar(m, tiles, out_blocks, conv.bias, conv.slope, out, out_block),
@@ -754,6 +787,24 @@ mod avx2 {
         w_block: usize,
     }
 
+    impl DenseArgs {
+        fn new(conv: &Dense, input: &[f32], in_plane: Plane) -> Self {
+            DenseArgs {
+                input: input.as_ptr(),
+                in_plane_len: in_plane.len(),
+                in_first_row: in_plane.first_row,
+                in_row: in_plane.row_len(),
+                in_blocks: conv.in_blocks(in_plane),
+                in_lanes: in_plane.lanes,
+                in_channels: conv.in_channels,
+                kernel: conv.kernel,
+                stride: conv.stride,
+                weights: conv.weights.as_ptr(),
+                w_block: conv.taps() * conv.in_channels * LANES,
+            }
+        }
+    }
+
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn dense(
         conv: &Dense,
@@ -762,19 +813,7 @@ mod avx2 {
         out: &RowsOut,
         out_block: usize,
     ) {
-        let args = DenseArgs {
-            input: input.as_ptr(),
-            in_plane_len: in_plane.len(),
-            in_first_row: in_plane.first_row,
-            in_row: in_plane.row_len(),
-            in_blocks: conv.in_blocks(in_plane),
-            in_lanes: in_plane.lanes,
-            in_channels: conv.in_channels,
-            kernel: conv.kernel,
-            stride: conv.stride,
-            weights: conv.weights.as_ptr(),
-            w_block: conv.taps() * conv.in_channels * LANES,
-        };
+        let args = DenseArgs::new(conv, input, in_plane);
         let (off, s) = (conv.window_offset(), conv.stride);
         let width = out.plane.width;
         let out_blocks = conv.out_blocks();
@@ -903,6 +942,187 @@ mod avx2 {
             for j in 0..OB {
                 pixel[j] = _mm256_fmadd_ps(x, wv[j], pixel[j]);
             }
+        }
+    }
+
+    pub(super) mod avx512 {
+        //! The dense kernel on 512-bit registers: one register holds two neighbouring
+        //! output channel blocks (16 channels), so a tile of 12 pixels x 4 blocks keeps
+        //! 24 accumulators, 2 weight registers and a broadcast in the 32 ZMM registers.
+        //! Each output float gets the same FMAs in the same order as in the AVX2 kernel,
+        //! so the two give equal results. Safety as for the parent module, plus: the CPU
+        //! has AVX-512 F and DQ (`Isa::Avx512`).
+
+        use std::arch::x86_64::*;
+
+        use super::super::{Dense, Plane, RowsOut, LANES};
+        use super::{dispatch1, DenseArgs, Tile, PIXELS_1};
+
+        /// Output pixels per tile: 12 x 2 accumulators + 2 weights + a broadcast <= 32.
+        const PIXELS: usize = 12;
+
+        #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+        pub(in super::super) unsafe fn dense(
+            conv: &Dense,
+            input: &[f32],
+            in_plane: Plane,
+            out: &RowsOut,
+            out_block: usize,
+        ) {
+            let args = DenseArgs::new(conv, input, in_plane);
+            let (off, s) = (conv.window_offset(), conv.stride);
+            let width = out.plane.width;
+            let out_blocks = conv.out_blocks();
+            for y in out.rows.clone() {
+                let mut ob = 0;
+                while ob < out_blocks {
+                    // Blocks per tile: 4 (two registers), 2 (one), or a last odd one on AVX2.
+                    let blocks = match out_blocks - ob {
+                        n if n >= 4 => 4,
+                        n if n >= 2 => 2,
+                        _ => 1,
+                    };
+                    let step = if blocks == 1 { PIXELS_1 } else { PIXELS };
+                    let mut x = 0;
+                    while x < width {
+                        let n = step.min(width - x);
+                        // SAFETY: as in the AVX2 kernel: `check` guarantees the windows
+                        // of pixels x..x + n are inside the plane and their rows stored.
+                        let src = args.input.add(
+                            (y * s + off - args.in_first_row) * args.in_row
+                                + (x * s + off) * args.in_lanes,
+                        );
+                        let tile = Tile {
+                            src,
+                            weights: args.weights.add(ob * args.w_block),
+                            bias: conv.bias.as_ptr().add(ob * LANES),
+                            slope: conv.slope.as_ptr().add(ob * LANES),
+                            dst: out.pixel(out_block + ob, y, x),
+                            dst_block: out.plane.len(),
+                        };
+                        match blocks {
+                            4 => dispatch::<2>(&args, &tile, n),
+                            2 => dispatch::<1>(&args, &tile, n),
+                            _ => dispatch1(&args, &tile, n),
+                        }
+                        x += n;
+                    }
+                    ob += blocks;
+                }
+            }
+        }
+
+        #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+        unsafe fn dispatch<const OB: usize>(args: &DenseArgs, tile: &Tile, pixels: usize) {
+            match pixels {
+                1 => dense_tile::<1, OB>(args, tile),
+                2 => dense_tile::<2, OB>(args, tile),
+                3 => dense_tile::<3, OB>(args, tile),
+                4 => dense_tile::<4, OB>(args, tile),
+                5 => dense_tile::<5, OB>(args, tile),
+                6 => dense_tile::<6, OB>(args, tile),
+                7 => dense_tile::<7, OB>(args, tile),
+                8 => dense_tile::<8, OB>(args, tile),
+                9 => dense_tile::<9, OB>(args, tile),
+                10 => dense_tile::<10, OB>(args, tile),
+                11 => dense_tile::<11, OB>(args, tile),
+                12 => dense_tile::<12, OB>(args, tile),
+                _ => unreachable!("tile of {pixels} pixels"),
+            }
+        }
+
+        /// Blocks 2j and 2j + 1 of a tile's per-block vectors (`stride` floats apart,
+        /// `LANES` each) as one register.
+        #[inline(always)]
+        unsafe fn pair(at: *const f32, stride: usize, j: usize) -> __m512 {
+            let low = _mm256_loadu_ps(at.add(2 * j * stride));
+            let high = _mm256_loadu_ps(at.add((2 * j + 1) * stride));
+            _mm512_insertf32x8::<1>(_mm512_castps256_ps512(low), high)
+        }
+
+        /// `P` output pixels of one row times `OB` registers (2 `OB` output blocks).
+        #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+        unsafe fn dense_tile<const P: usize, const OB: usize>(args: &DenseArgs, tile: &Tile) {
+            let mut acc = [[_mm512_setzero_ps(); OB]; P];
+            for (j, lane) in acc[0].iter_mut().enumerate() {
+                *lane = pair(tile.bias, LANES, j);
+            }
+            for p in 1..P {
+                acc[p] = acc[0];
+            }
+            let step = args.stride * args.in_lanes;
+            let mut w = tile.weights;
+            for ky in 0..args.kernel {
+                for kx in 0..args.kernel {
+                    let tap_src = tile.src.add(ky * args.in_row + kx * args.in_lanes);
+                    for ib in 0..args.in_blocks {
+                        let src = tap_src.add(ib * args.in_plane_len);
+                        let lanes = (args.in_channels - ib * args.in_lanes).min(args.in_lanes);
+                        // A constant count where the block is whole, so it unrolls.
+                        if lanes == LANES {
+                            for c in 0..LANES {
+                                fma_channel(&mut acc, src.add(c), w, args.w_block, step);
+                                w = w.add(LANES);
+                            }
+                        } else {
+                            for c in 0..lanes {
+                                fma_channel(&mut acc, src.add(c), w, args.w_block, step);
+                                w = w.add(LANES);
+                            }
+                        }
+                    }
+                }
+            }
+            for j in 0..OB {
+                let slope = pair(tile.slope, LANES, j);
+                for (p, pixel) in acc.iter().enumerate() {
+                    let v = pixel[j];
+                    let v = _mm512_max_ps(v, _mm512_mul_ps(v, slope));
+                    let low = tile.dst.add(2 * j * tile.dst_block + p * LANES);
+                    let high = tile.dst.add((2 * j + 1) * tile.dst_block + p * LANES);
+                    _mm256_storeu_ps(low, _mm512_castps512_ps256(v));
+                    _mm256_storeu_ps(high, _mm512_extractf32x8_ps::<1>(v));
+                }
+            }
+        }
+
+        /// One input channel's contribution: its value at each of the P pixels times
+        /// the weights of the 2 `OB` output blocks.
+        #[inline(always)]
+        unsafe fn fma_channel<const P: usize, const OB: usize>(
+            acc: &mut [[__m512; OB]; P],
+            src: *const f32,
+            w: *const f32,
+            w_block: usize,
+            step: usize,
+        ) {
+            let mut wv = [_mm512_setzero_ps(); OB];
+            for (j, v) in wv.iter_mut().enumerate() {
+                *v = pair(w, w_block, j);
+            }
+            for (p, pixel) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_ps(*src.add(p * step));
+                for j in 0..OB {
+                    pixel[j] = _mm512_fmadd_ps(x, wv[j], pixel[j]);
+                }
+            }
+        }
+
+        /// 12 independent 512-bit FMA chains.
+        #[target_feature(enable = "avx512f")]
+        pub(in super::super) unsafe fn fma_loop(iterations: u64) -> f32 {
+            let mut acc = [_mm512_set1_ps(0.0); 12];
+            let (a, b) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+            for _ in 0..iterations {
+                for v in acc.iter_mut() {
+                    *v = _mm512_fmadd_ps(*v, a, b);
+                }
+            }
+            let mut total = _mm512_setzero_ps();
+            for v in acc {
+                total = _mm512_add_ps(total, v);
+            }
+            _mm512_reduce_add_ps(total)
         }
     }
 
@@ -1126,7 +1346,7 @@ mod tests {
         #[test]
         fn dense_matches_scalar_and_naive(
             in_channels in 1usize..40,
-            out_blocks in 1usize..5,
+            out_blocks in 1usize..8,
             height in 1usize..12,
             width in 1usize..30,
             kernel in prop::sample::select(vec![1usize, 3]),
@@ -1158,8 +1378,16 @@ mod tests {
             let conv = Dense { weights: &packed, bias: &bias, slope: &slope, in_channels, kernel, stride };
             let input = blocked(in_channels, in_plane, &pixels);
             let scalar = run(out_plane, out_blocks, 1, |o| dense(Isa::Scalar, &conv, &input, in_plane, o, 0));
-            let fast = run(out_plane, out_blocks, threads, |o| dense(Isa::detect(), &conv, &input, in_plane, o, 0));
-            close(&fast, &scalar)?;
+            let mut outputs = Vec::new();
+            for isa in Isa::available() {
+                let fast = run(out_plane, out_blocks, threads, |o| dense(isa, &conv, &input, in_plane, o, 0));
+                close(&fast, &scalar)?;
+                outputs.push((isa, fast));
+            }
+            // The AVX-512 kernel does the AVX2 kernel's FMAs in the same order: equal bits.
+            if let [(Isa::Avx512, wide), (Isa::Avx2Fma, narrow), ..] = &outputs[..] {
+                prop_assert!(wide == narrow, "AVX-512 and AVX2 differ");
+            }
 
             // Naive NCHW convolution with zero padding.
             let pad = kernel / 2;
@@ -1293,7 +1521,7 @@ mod tests {
             let wino = Winograd::new(&conv).unwrap();
             let direct = run(plane, out_blocks, 1, |o| dense(Isa::Scalar, &conv, &input, plane, o, 0));
             let cut = 2 * (split as usize % (half_height + 1));
-            for isa in [Isa::Scalar, Isa::detect()] {
+            for isa in Isa::available() {
                 let mut out = vec![0f32; out_blocks * plane.len()];
                 let mut scratch = WinogradScratch::default();
                 rows_of(&mut out, plane, 0..plane.height, |o| {
