@@ -438,12 +438,11 @@ pub(crate) fn dense(
     conv.check(input, in_plane, out, out_block);
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx2Fma` is only made where the CPU has AVX2 and FMA; sizes checked above.
-        Isa::Avx2Fma => unsafe { avx2::dense(conv, input, in_plane, out, out_block) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx512` is only made where the CPU has AVX-512 F + DQ, AVX2 and
-        // FMA; sizes checked above.
-        Isa::Avx512 => unsafe { avx2::avx512::dense(conv, input, in_plane, out, out_block) },
+        // SAFETY: `Isa::Avx2Fma` is only made where the CPU has AVX2 and FMA, `Isa::Avx512`
+        // where it also has AVX-512 F + DQ; sizes checked above.
+        Isa::Avx2Fma | Isa::Avx512 => unsafe {
+            avx2::dense(conv, input, in_plane, out, out_block, isa == Isa::Avx512)
+        },
         _ => dense_scalar(conv, input, in_plane, out, out_block),
     }
 }
@@ -805,6 +804,8 @@ mod avx2 {
         }
     }
 
+    /// The dense kernel; `wide` runs its tiles of two or more output blocks on
+    /// AVX-512 ([`avx512`]), for which the caller also establishes AVX-512 F + DQ.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn dense(
         conv: &Dense,
@@ -812,6 +813,7 @@ mod avx2 {
         in_plane: Plane,
         out: &RowsOut,
         out_block: usize,
+        wide: bool,
     ) {
         let args = DenseArgs::new(conv, input, in_plane);
         let (off, s) = (conv.window_offset(), conv.stride);
@@ -820,8 +822,13 @@ mod avx2 {
         for y in out.rows.clone() {
             let mut ob = 0;
             while ob < out_blocks {
-                let pair = out_blocks - ob >= 2;
-                let step = if pair { PIXELS_2 } else { PIXELS_1 };
+                // Output blocks per tile, and pixels per tile.
+                let (blocks, step) = match out_blocks - ob {
+                    n if wide && n >= 4 => (4, avx512::PIXELS),
+                    n if wide && n >= 2 => (2, avx512::PIXELS),
+                    n if n >= 2 => (2, PIXELS_2),
+                    _ => (1, PIXELS_1),
+                };
                 let mut x = 0;
                 while x < width {
                     let n = step.min(width - x);
@@ -841,14 +848,15 @@ mod avx2 {
                         dst: out.pixel(out_block + ob, y, x),
                         dst_block: out.plane.len(),
                     };
-                    if pair {
-                        dispatch2(&args, &tile, n);
-                    } else {
-                        dispatch1(&args, &tile, n);
+                    match (wide, blocks) {
+                        (true, 4) => avx512::dispatch4(&args, &tile, n),
+                        (true, 2) => avx512::dispatch2(&args, &tile, n),
+                        (_, 2) => dispatch2(&args, &tile, n),
+                        _ => dispatch1(&args, &tile, n),
                     }
                     x += n;
                 }
-                ob += if pair { 2 } else { 1 };
+                ob += blocks;
             }
         }
         // The last pixel written by each tile must lie in our rows: `out.pixel` checked
@@ -866,10 +874,12 @@ mod avx2 {
         dst_block: usize,
     }
 
+    /// `$name(args, tile, pixels)`: the `dense_tile` in scope for `pixels` pixels and
+    /// `$ob` registers of output blocks.
     macro_rules! dispatch {
-        ($name:ident, $ob:literal, [$($p:literal)*]) => {
+        ($vis:vis $name:ident, $ob:literal, [$($p:literal)*]) => {
             #[target_feature(enable = "avx2,fma")]
-            unsafe fn $name(args: &DenseArgs, tile: &Tile, pixels: usize) {
+            $vis unsafe fn $name(args: &DenseArgs, tile: &Tile, pixels: usize) {
                 match pixels {
                     $($p => dense_tile::<$p, $ob>(args, tile),)*
                     _ => unreachable!("tile of {pixels} pixels"),
@@ -946,7 +956,8 @@ mod avx2 {
     }
 
     pub(super) mod avx512 {
-        //! The dense kernel on 512-bit registers: one register holds two neighbouring
+        //! The dense kernel's tiles on 512-bit registers (its row and tile loop is the
+        //! parent's `dense`, with `wide`): one register holds two neighbouring
         //! output channel blocks (16 channels), so a tile of 12 pixels x 4 blocks keeps
         //! 24 accumulators, 2 weight registers and a broadcast in the 32 ZMM registers.
         //! Each output float gets the same FMAs in the same order as in the AVX2 kernel,
@@ -955,81 +966,14 @@ mod avx2 {
 
         use std::arch::x86_64::*;
 
-        use super::super::{Dense, Plane, RowsOut, LANES};
-        use super::{dispatch1, DenseArgs, Tile, PIXELS_1};
+        use super::super::LANES;
+        use super::{DenseArgs, Tile};
 
         /// Output pixels per tile: 12 x 2 accumulators + 2 weights + a broadcast <= 32.
-        const PIXELS: usize = 12;
+        pub(super) const PIXELS: usize = 12;
 
-        #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
-        pub(in super::super) unsafe fn dense(
-            conv: &Dense,
-            input: &[f32],
-            in_plane: Plane,
-            out: &RowsOut,
-            out_block: usize,
-        ) {
-            let args = DenseArgs::new(conv, input, in_plane);
-            let (off, s) = (conv.window_offset(), conv.stride);
-            let width = out.plane.width;
-            let out_blocks = conv.out_blocks();
-            for y in out.rows.clone() {
-                let mut ob = 0;
-                while ob < out_blocks {
-                    // Blocks per tile: 4 (two registers), 2 (one), or a last odd one on AVX2.
-                    let blocks = match out_blocks - ob {
-                        n if n >= 4 => 4,
-                        n if n >= 2 => 2,
-                        _ => 1,
-                    };
-                    let step = if blocks == 1 { PIXELS_1 } else { PIXELS };
-                    let mut x = 0;
-                    while x < width {
-                        let n = step.min(width - x);
-                        // SAFETY: as in the AVX2 kernel: `check` guarantees the windows
-                        // of pixels x..x + n are inside the plane and their rows stored.
-                        let src = args.input.add(
-                            (y * s + off - args.in_first_row) * args.in_row
-                                + (x * s + off) * args.in_lanes,
-                        );
-                        let tile = Tile {
-                            src,
-                            weights: args.weights.add(ob * args.w_block),
-                            bias: conv.bias.as_ptr().add(ob * LANES),
-                            slope: conv.slope.as_ptr().add(ob * LANES),
-                            dst: out.pixel(out_block + ob, y, x),
-                            dst_block: out.plane.len(),
-                        };
-                        match blocks {
-                            4 => dispatch::<2>(&args, &tile, n),
-                            2 => dispatch::<1>(&args, &tile, n),
-                            _ => dispatch1(&args, &tile, n),
-                        }
-                        x += n;
-                    }
-                    ob += blocks;
-                }
-            }
-        }
-
-        #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
-        unsafe fn dispatch<const OB: usize>(args: &DenseArgs, tile: &Tile, pixels: usize) {
-            match pixels {
-                1 => dense_tile::<1, OB>(args, tile),
-                2 => dense_tile::<2, OB>(args, tile),
-                3 => dense_tile::<3, OB>(args, tile),
-                4 => dense_tile::<4, OB>(args, tile),
-                5 => dense_tile::<5, OB>(args, tile),
-                6 => dense_tile::<6, OB>(args, tile),
-                7 => dense_tile::<7, OB>(args, tile),
-                8 => dense_tile::<8, OB>(args, tile),
-                9 => dense_tile::<9, OB>(args, tile),
-                10 => dense_tile::<10, OB>(args, tile),
-                11 => dense_tile::<11, OB>(args, tile),
-                12 => dense_tile::<12, OB>(args, tile),
-                _ => unreachable!("tile of {pixels} pixels"),
-            }
-        }
+        dispatch!(pub(super) dispatch4, 2, [1 2 3 4 5 6 7 8 9 10 11 12]);
+        dispatch!(pub(super) dispatch2, 1, [1 2 3 4 5 6 7 8 9 10 11 12]);
 
         /// Blocks 2j and 2j + 1 of a tile's per-block vectors (`stride` floats apart,
         /// `LANES` each) as one register.
