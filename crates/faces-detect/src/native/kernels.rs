@@ -122,6 +122,9 @@ fn stores(input: Plane, rows: &Range<usize>) -> bool {
 pub(crate) struct Dense<'a> {
     /// `[out block][tap][input channel][LANES]`, tap = ky * kernel + kx.
     pub weights: &'a [f32],
+    /// The same weights for the AVX-512 tiles, which hold two neighbouring output
+    /// blocks in one register: [`paired_weights`] of `weights`.
+    pub paired: &'a [f32],
     /// `out_blocks * LANES` each.
     pub bias: &'a [f32],
     pub slope: &'a [f32],
@@ -174,16 +177,32 @@ impl Dense<'_> {
         );
         assert!(self.in_channels > 0 && self.bias.len().is_multiple_of(LANES));
         assert_eq!(self.slope.len(), self.bias.len());
-        assert_eq!(
-            self.weights.len(),
-            self.out_blocks() * self.taps() * self.in_channels * LANES
-        );
+        let per_block = self.taps() * self.in_channels * LANES;
+        assert_eq!(self.weights.len(), self.out_blocks() * per_block);
+        assert_eq!(self.paired.len(), self.out_blocks() / 2 * 2 * per_block);
         assert!(in_plane.lanes > 0 && in_plane.lanes <= LANES);
         assert!(input.len() >= self.in_blocks(in_plane) * in_plane.len());
         assert!(out.plane.same_shape(in_plane.strided(self.stride)));
         assert!(stores(in_plane, &self.rows_read(&out.rows)));
         assert!((out_block + self.out_blocks()) * out.plane.len() <= out.len);
     }
+}
+
+/// `weights` of `out_blocks` blocks (`[out block][tap][input channel][LANES]`) with
+/// each two neighbouring blocks side by side: `[block pair][tap][input channel][2 *
+/// LANES]`, so that one 512-bit load gives a pair's weights for one input channel. A
+/// last odd block is left out: it runs on the AVX2 tiles.
+pub(crate) fn paired_weights(weights: &[f32], out_blocks: usize) -> Vec<f32> {
+    let per_block = weights.len() / out_blocks.max(1);
+    let mut paired = Vec::with_capacity(out_blocks / 2 * 2 * per_block);
+    for pair in weights.chunks_exact(2 * per_block).take(out_blocks / 2) {
+        let (low, high) = pair.split_at(per_block);
+        for (l, h) in low.chunks_exact(LANES).zip(high.chunks_exact(LANES)) {
+            paired.extend_from_slice(l);
+            paired.extend_from_slice(h);
+        }
+    }
+    paired
 }
 
 /// A depthwise 3x3 convolution (padding 1): each channel with its own 9 weights.
@@ -533,6 +552,8 @@ pub(crate) const WINOGRAD_POINTS: usize = 16;
 pub(crate) struct Winograd {
     /// Per point: a 1x1 convolution's weights, `[out block][in channel][LANES]`.
     points: Vec<f32>,
+    /// Per point: the same, paired ([`paired_weights`]).
+    paired: Vec<f32>,
     in_channels: usize,
     out_blocks: usize,
     /// Bias and slope of the pointwise products: none (the layer's come after).
@@ -574,8 +595,13 @@ impl Winograd {
                 }
             }
         }
+        let paired = points
+            .chunks_exact(set)
+            .flat_map(|point| paired_weights(point, out_blocks))
+            .collect();
         Some(Self {
             points,
+            paired,
             in_channels: ic_count,
             out_blocks,
             zeros: vec![0.0; out_blocks * LANES],
@@ -585,8 +611,10 @@ impl Winograd {
 
     fn point(&self, p: usize) -> Dense<'_> {
         let set = self.out_blocks * self.in_channels * LANES;
+        let paired_set = self.out_blocks / 2 * 2 * self.in_channels * LANES;
         Dense {
             weights: &self.points[p * set..][..set],
+            paired: &self.paired[p * paired_set..][..paired_set],
             bias: &self.zeros,
             slope: &self.ones,
             in_channels: self.in_channels,
@@ -829,6 +857,9 @@ mod avx2 {
                     n if n >= 2 => (2, PIXELS_2),
                     _ => (1, PIXELS_1),
                 };
+                // Stride 1 over whole blocks: the tile's pixels are LANES floats apart,
+                // a constant the tiles fold into their addressing.
+                let unit = s * args.in_lanes == LANES;
                 let mut x = 0;
                 while x < width {
                     let n = step.min(width - x);
@@ -843,16 +874,27 @@ mod avx2 {
                     let tile = Tile {
                         src,
                         weights: args.weights.add(ob * args.w_block),
+                        // Blocks ob.. as pairs; ob is even here, and the pair exists
+                        // where the tile is wide (`check` sized `paired`).
+                        paired: if wide && blocks >= 2 {
+                            conv.paired.as_ptr().add(ob * args.w_block)
+                        } else {
+                            std::ptr::null()
+                        },
                         bias: conv.bias.as_ptr().add(ob * LANES),
                         slope: conv.slope.as_ptr().add(ob * LANES),
                         dst: out.pixel(out_block + ob, y, x),
                         dst_block: out.plane.len(),
                     };
-                    match (wide, blocks) {
-                        (true, 4) => avx512::dispatch4(&args, &tile, n),
-                        (true, 2) => avx512::dispatch2(&args, &tile, n),
-                        (_, 2) => dispatch2(&args, &tile, n),
-                        _ => dispatch1(&args, &tile, n),
+                    match (wide, blocks, unit) {
+                        (true, 4, true) => avx512::dispatch4::<true>(&args, &tile, n),
+                        (true, 4, false) => avx512::dispatch4::<false>(&args, &tile, n),
+                        (true, 2, true) => avx512::dispatch2::<true>(&args, &tile, n),
+                        (true, 2, false) => avx512::dispatch2::<false>(&args, &tile, n),
+                        (_, 2, true) => dispatch2::<true>(&args, &tile, n),
+                        (_, 2, false) => dispatch2::<false>(&args, &tile, n),
+                        (_, _, true) => dispatch1::<true>(&args, &tile, n),
+                        _ => dispatch1::<false>(&args, &tile, n),
                     }
                     x += n;
                 }
@@ -864,24 +906,25 @@ mod avx2 {
     }
 
     /// One tile's pointers: input window of its first pixel, its output block's
-    /// weights, bias, slope, and the output pixel.
+    /// weights (and paired weights, for the AVX-512 tiles), bias, slope, and the output pixel.
     struct Tile {
         src: *const f32,
         weights: *const f32,
+        paired: *const f32,
         bias: *const f32,
         slope: *const f32,
         dst: *mut f32,
         dst_block: usize,
     }
 
-    /// `$name(args, tile, pixels)`: the `dense_tile` in scope for `pixels` pixels and
-    /// `$ob` registers of output blocks.
+    /// `$name::<UNIT>(args, tile, pixels)`: the `dense_tile` in scope for `pixels`
+    /// pixels and `$ob` registers of output blocks; `UNIT`: pixels LANES floats apart.
     macro_rules! dispatch {
         ($vis:vis $name:ident, $ob:literal, [$($p:literal)*]) => {
             #[target_feature(enable = "avx2,fma")]
-            $vis unsafe fn $name(args: &DenseArgs, tile: &Tile, pixels: usize) {
+            $vis unsafe fn $name<const UNIT: bool>(args: &DenseArgs, tile: &Tile, pixels: usize) {
                 match pixels {
-                    $($p => dense_tile::<$p, $ob>(args, tile),)*
+                    $($p => dense_tile::<$p, $ob, UNIT>(args, tile),)*
                     _ => unreachable!("tile of {pixels} pixels"),
                 }
             }
@@ -891,9 +934,13 @@ mod avx2 {
     dispatch!(dispatch1, 1, [1 2 3 4 5 6 7 8 9 10 11 12]);
 
     /// `P` output pixels of one row times `OB` output blocks, accumulated in registers
-    /// over every tap and input channel, then bias-added, activated and stored.
+    /// over every tap and input channel, then bias-added, activated and stored. `UNIT`:
+    /// the pixels' inputs are LANES floats apart (stride 1, whole input blocks).
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn dense_tile<const P: usize, const OB: usize>(args: &DenseArgs, tile: &Tile) {
+    unsafe fn dense_tile<const P: usize, const OB: usize, const UNIT: bool>(
+        args: &DenseArgs,
+        tile: &Tile,
+    ) {
         let mut acc = [[_mm256_setzero_ps(); OB]; P];
         for (j, lane) in acc[0].iter_mut().enumerate() {
             *lane = _mm256_loadu_ps(tile.bias.add(j * LANES));
@@ -901,7 +948,11 @@ mod avx2 {
         for p in 1..P {
             acc[p] = acc[0];
         }
-        let step = args.stride * args.in_lanes;
+        let step = if UNIT {
+            LANES
+        } else {
+            args.stride * args.in_lanes
+        };
         let mut w = tile.weights;
         for ky in 0..args.kernel {
             for kx in 0..args.kernel {
@@ -984,9 +1035,13 @@ mod avx2 {
             _mm512_insertf32x8::<1>(_mm512_castps256_ps512(low), high)
         }
 
-        /// `P` output pixels of one row times `OB` registers (2 `OB` output blocks).
+        /// `P` output pixels of one row times `OB` registers (2 `OB` output blocks),
+        /// their weights from `tile.paired`. `UNIT` as for the AVX2 tile.
         #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
-        unsafe fn dense_tile<const P: usize, const OB: usize>(args: &DenseArgs, tile: &Tile) {
+        unsafe fn dense_tile<const P: usize, const OB: usize, const UNIT: bool>(
+            args: &DenseArgs,
+            tile: &Tile,
+        ) {
             let mut acc = [[_mm512_setzero_ps(); OB]; P];
             for (j, lane) in acc[0].iter_mut().enumerate() {
                 *lane = pair(tile.bias, LANES, j);
@@ -994,8 +1049,12 @@ mod avx2 {
             for p in 1..P {
                 acc[p] = acc[0];
             }
-            let step = args.stride * args.in_lanes;
-            let mut w = tile.weights;
+            let step = if UNIT {
+                LANES
+            } else {
+                args.stride * args.in_lanes
+            };
+            let mut w = tile.paired;
             for ky in 0..args.kernel {
                 for kx in 0..args.kernel {
                     let tap_src = tile.src.add(ky * args.in_row + kx * args.in_lanes);
@@ -1006,12 +1065,12 @@ mod avx2 {
                         if lanes == LANES {
                             for c in 0..LANES {
                                 fma_channel(&mut acc, src.add(c), w, args.w_block, step);
-                                w = w.add(LANES);
+                                w = w.add(2 * LANES);
                             }
                         } else {
                             for c in 0..lanes {
                                 fma_channel(&mut acc, src.add(c), w, args.w_block, step);
-                                w = w.add(LANES);
+                                w = w.add(2 * LANES);
                             }
                         }
                     }
@@ -1031,7 +1090,7 @@ mod avx2 {
         }
 
         /// One input channel's contribution: its value at each of the P pixels times
-        /// the weights of the 2 `OB` output blocks.
+        /// the weights of the 2 `OB` output blocks (paired, pairs `2 w_block` apart).
         #[inline(always)]
         unsafe fn fma_channel<const P: usize, const OB: usize>(
             acc: &mut [[__m512; OB]; P],
@@ -1042,7 +1101,7 @@ mod avx2 {
         ) {
             let mut wv = [_mm512_setzero_ps(); OB];
             for (j, v) in wv.iter_mut().enumerate() {
-                *v = pair(w, w_block, j);
+                *v = _mm512_loadu_ps(w.add(j * 2 * w_block));
             }
             for (p, pixel) in acc.iter_mut().enumerate() {
                 let x = _mm512_set1_ps(*src.add(p * step));
@@ -1319,7 +1378,8 @@ mod tests {
                     }
                 }
             }
-            let conv = Dense { weights: &packed, bias: &bias, slope: &slope, in_channels, kernel, stride };
+            let paired = paired_weights(&packed, out_blocks);
+            let conv = Dense { weights: &packed, paired: &paired, bias: &bias, slope: &slope, in_channels, kernel, stride };
             let input = blocked(in_channels, in_plane, &pixels);
             let scalar = run(out_plane, out_blocks, 1, |o| dense(Isa::Scalar, &conv, &input, in_plane, o, 0));
             let mut outputs = Vec::new();
@@ -1461,7 +1521,8 @@ mod tests {
             let weights = values(out_blocks * 9 * in_channels * LANES, seed ^ 1);
             let bias = values(out_blocks * LANES, seed ^ 2);
             let slope: Vec<f32> = (0..out_blocks * LANES).map(|c| [0.0, 0.1, 1.0][c % 3]).collect();
-            let conv = Dense { weights: &weights, bias: &bias, slope: &slope, in_channels, kernel: 3, stride: 1 };
+            let paired = paired_weights(&weights, out_blocks);
+            let conv = Dense { weights: &weights, paired: &paired, bias: &bias, slope: &slope, in_channels, kernel: 3, stride: 1 };
             let wino = Winograd::new(&conv).unwrap();
             let direct = run(plane, out_blocks, 1, |o| dense(Isa::Scalar, &conv, &input, plane, o, 0));
             let cut = 2 * (split as usize % (half_height + 1));
@@ -1521,7 +1582,8 @@ mod tests {
             let weights = values(blocks * taps * LANES, seed ^ 1);
             let bias = values(channels, seed ^ 2);
             let slope: Vec<f32> = (0..channels).map(|c| [0.0, 0.1, 1.0][c % 3]).collect();
-            let dense_conv = Dense { weights: &weights, bias: &bias, slope: &slope, in_channels: channels, kernel, stride };
+            let paired = paired_weights(&weights, blocks);
+            let dense_conv = Dense { weights: &weights, paired: &paired, bias: &bias, slope: &slope, in_channels: channels, kernel, stride };
             let depthwise_conv = Depthwise { weights: &weights, bias: &bias, slope: &slope, stride };
             let (a, b) = (cut.0 as usize % out_plane.height, cut.1 as usize % out_plane.height);
             let rows = a.min(b)..a.max(b) + 1;

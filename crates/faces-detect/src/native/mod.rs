@@ -130,6 +130,8 @@ fn timed_share<R>(
 /// A dense convolution's packed weights (see [`Dense`]).
 struct DenseLayer {
     weights: Vec<f32>,
+    /// `weights` paired for the AVX-512 tiles.
+    paired: Vec<f32>,
     bias: Vec<f32>,
     slope: Vec<f32>,
     in_channels: usize,
@@ -144,6 +146,7 @@ impl DenseLayer {
     fn conv(&self) -> Dense<'_> {
         Dense {
             weights: &self.weights,
+            paired: &self.paired,
             bias: &self.bias,
             slope: &self.slope,
             in_channels: self.in_channels,
@@ -301,6 +304,7 @@ fn dense_layer(graph: &Graph, outputs: &[&str], kernel: usize) -> Result<DenseLa
         }
     }
     let mut layer = DenseLayer {
+        paired: kernels::paired_weights(&weights, blocks),
         weights,
         bias,
         slope,
