@@ -445,6 +445,29 @@ fn activate(x: f32, slope: f32) -> f32 {
     x.max(x * slope)
 }
 
+/// One row of RGB pixels into the network's input floats: BGR order, `mean` (per BGR
+/// channel) subtracted. `out` holds exactly three floats per pixel of `rgb`.
+pub(crate) fn bgr_row(isa: Isa, rgb: &[u8], mean: [f32; 3], out: &mut [f32]) {
+    assert_eq!(rgb.len(), out.len());
+    assert!(rgb.len().is_multiple_of(3));
+    let done = match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx2Fma` and `Isa::Avx512` are only made where the CPU has AVX2;
+        // lengths checked above.
+        Isa::Avx2Fma | Isa::Avx512 => unsafe { avx2::bgr_row(rgb, mean, out) },
+        _ => 0,
+    };
+    bgr_row_scalar(&rgb[done..], mean, &mut out[done..]);
+}
+
+fn bgr_row_scalar(rgb: &[u8], mean: [f32; 3], out: &mut [f32]) {
+    for (out, px) in out.chunks_exact_mut(3).zip(rgb.chunks_exact(3)) {
+        out[0] = f32::from(px[2]) - mean[0];
+        out[1] = f32::from(px[1]) - mean[1];
+        out[2] = f32::from(px[0]) - mean[2];
+    }
+}
+
 /// Dense convolution of `input` into blocks `out_block..` of the output rows `out` owns.
 pub(crate) fn dense(
     isa: Isa,
@@ -1188,6 +1211,44 @@ mod avx2 {
         }
     }
 
+    /// The whole groups of eight pixels of `bgr_row_scalar`; returns how many bytes
+    /// (= floats) it converted.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn bgr_row(rgb: &[u8], mean: [f32; 3], out: &mut [f32]) -> usize {
+        // Eight pixels are 24 bytes in and 24 floats (three registers) out. Register r
+        // takes floats 8r..8r+8, whose source bytes lie within the 16 bytes from 4r:
+        // float i of the group is byte 3 (i / 3) + 2 - i % 3 (BGR from RGB).
+        let source = |i: usize| (3 * (i / 3) + 2 - i % 3) as i8;
+        let shuffles: [__m128i; 3] = std::array::from_fn(|r| {
+            let bytes: [i8; 16] = std::array::from_fn(|k| {
+                if k < 8 {
+                    source(8 * r + k) - 4 * r as i8
+                } else {
+                    -1
+                }
+            });
+            _mm_loadu_si128(bytes.as_ptr().cast())
+        });
+        let means: [__m256; 3] = std::array::from_fn(|r| {
+            let lanes: [f32; LANES] = std::array::from_fn(|k| mean[(8 * r + k) % 3]);
+            _mm256_loadu_ps(lanes.as_ptr())
+        });
+        let groups = rgb.len() / 24;
+        for g in 0..groups {
+            // SAFETY: group g's bytes are 24g..24g+24 and the loads read 24g+4r..+16
+            // (r <= 2), inside `rgb`; its floats 24g..24g+24 are inside `out` (same length).
+            let src = rgb.as_ptr().add(24 * g);
+            let dst = out.as_mut_ptr().add(24 * g);
+            for r in 0..3 {
+                let bytes = _mm_loadu_si128(src.add(4 * r).cast());
+                let bgr = _mm_shuffle_epi8(bytes, shuffles[r]);
+                let floats = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bgr));
+                _mm256_storeu_ps(dst.add(8 * r), _mm256_sub_ps(floats, means[r]));
+            }
+        }
+        24 * groups
+    }
+
     /// The AVX2 twin of `winograd_input_scalar`.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn winograd_input(
@@ -1314,6 +1375,25 @@ mod tests {
             .unwrap();
         parallel_rows(Some(&pool), &mut out, plane, f);
         out
+    }
+
+    proptest! {
+        /// The input conversion equals its scalar twin (exactly: one subtraction per float).
+        #[test]
+        fn bgr_row_matches_scalar(pixels in 0usize..70, seed in any::<u64>()) {
+            let rgb: Vec<u8> = values(3 * pixels, seed).iter().map(|v| ((v + 1.0) * 127.9) as u8).collect();
+            let mean = [104.0, 117.0, 123.0];
+            let mut expected = vec![0f32; rgb.len()];
+            bgr_row_scalar(&rgb, mean, &mut expected);
+            for pixel in expected.chunks_exact(3).zip(rgb.chunks_exact(3)) {
+                prop_assert_eq!(pixel.0[0], f32::from(pixel.1[2]) - 104.0);
+            }
+            for isa in Isa::available() {
+                let mut out = vec![f32::NAN; rgb.len()];
+                bgr_row(isa, &rgb, mean, &mut out);
+                prop_assert_eq!(&out, &expected, "{:?}", isa);
+            }
+        }
     }
 
     fn close(a: &[f32], b: &[f32]) -> Result<(), TestCaseError> {

@@ -626,7 +626,7 @@ impl NativeNetwork {
                     pw0_out,
                 } = s;
                 timed(LayerKind::Other, 0, &mut || {
-                    fill_input(rgb, size, band.input, input)
+                    fill_input(isa, rgb, size, band.input, input)
                 });
                 let stem_rows = band.stem.interior_rows();
                 let n = macs(
@@ -1042,6 +1042,10 @@ fn zero_border(data: &mut [f32], plane: Plane, blocks: usize) {
         for (r, stored) in plane.bordered_rows().zip(block.chunks_exact_mut(row)) {
             if r == 0 || r == plane.height + 1 {
                 stored.fill(0.0);
+            } else if lanes == LANES {
+                // A constant length: two stores instead of two calls to memset.
+                stored[..LANES].copy_from_slice(&[0.0; LANES]);
+                stored[row - LANES..].copy_from_slice(&[0.0; LANES]);
             } else {
                 stored[..lanes].fill(0.0);
                 stored[row - lanes..].fill(0.0);
@@ -1052,7 +1056,13 @@ fn zero_border(data: &mut [f32], plane: Plane, blocks: usize) {
 
 /// Writes the image rows that `window` stores into `data` (one packed block): BGR,
 /// means removed, zeros right of and below the image and in the border.
-fn fill_input(rgb: &[u8], (width, height): (usize, usize), window: Plane, data: &mut [f32]) {
+fn fill_input(
+    isa: Isa,
+    rgb: &[u8],
+    (width, height): (usize, usize),
+    window: Plane,
+    data: &mut [f32],
+) {
     let row_len = window.row_len();
     let rows = window.interior_rows();
     let first = (rows.start + 1 - window.first_row) * row_len;
@@ -1063,12 +1073,7 @@ fn fill_input(rgb: &[u8], (width, height): (usize, usize), window: Plane, data: 
             continue;
         }
         let (image, padding) = row.split_at_mut(width * 3);
-        let source = &rgb[y * width * 3..][..width * 3];
-        for (out, px) in image.chunks_exact_mut(3).zip(source.chunks_exact(3)) {
-            out[0] = f32::from(px[2]) - MEAN_BGR[0];
-            out[1] = f32::from(px[1]) - MEAN_BGR[1];
-            out[2] = f32::from(px[0]) - MEAN_BGR[2];
-        }
+        kernels::bgr_row(isa, &rgb[y * width * 3..][..width * 3], MEAN_BGR, image);
         padding.fill(0.0);
     }
     zero_border(data, window, 1);
