@@ -495,7 +495,9 @@ pub(crate) fn depthwise(isa: Isa, conv: &Depthwise, input: &[f32], in_plane: Pla
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as for `dense`.
-        Isa::Avx2Fma | Isa::Avx512 => unsafe { avx2::depthwise(conv, input, in_plane, out) },
+        Isa::Avx2Fma | Isa::Avx512 => unsafe {
+            avx2::depthwise(conv, input, in_plane, out, isa == Isa::Avx512)
+        },
         _ => depthwise_scalar(conv, input, in_plane, out),
     }
 }
@@ -1134,6 +1136,50 @@ mod avx2 {
             }
         }
 
+        /// Pixel pairs per pass of [`depthwise_row`].
+        const DEPTHWISE_PAIRS: usize = 4;
+
+        /// The leading pixels of one output row of a stride-1 depthwise layer, two per
+        /// register: in this layout pixels x and x + 1 of a block are 16 neighbouring
+        /// floats, and so are their windows' taps. Returns how many pixels it wrote
+        /// (an even count, the rest is the caller's). Each lane gets the AVX2 kernel's
+        /// FMAs in its order. `top`: the window row of pixel 0; `weights`: the block's 9
+        /// taps; `dst`: output pixel 0. Safety as for the parent's `depthwise`.
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        pub(in super::super) unsafe fn depthwise_row(
+            top: *const f32,
+            row: usize,
+            weights: *const f32,
+            bias: __m256,
+            slope: __m256,
+            dst: *mut f32,
+            width: usize,
+        ) -> usize {
+            let double = |v: __m256| _mm512_insertf32x8::<1>(_mm512_castps256_ps512(v), v);
+            let w: [__m512; 9] =
+                std::array::from_fn(|tap| double(_mm256_loadu_ps(weights.add(tap * LANES))));
+            let (bias, slope) = (double(bias), double(slope));
+            let step = 2 * DEPTHWISE_PAIRS;
+            let mut x = 0;
+            while x + step <= width {
+                let mut acc = [bias; DEPTHWISE_PAIRS];
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        for (i, acc) in acc.iter_mut().enumerate() {
+                            let src = top.add((x + 2 * i + kx) * LANES + ky * row);
+                            *acc = _mm512_fmadd_ps(_mm512_loadu_ps(src), w[ky * 3 + kx], *acc);
+                        }
+                    }
+                }
+                for (i, acc) in acc.into_iter().enumerate() {
+                    let v = _mm512_max_ps(acc, _mm512_mul_ps(acc, slope));
+                    _mm512_storeu_ps(dst.add((x + 2 * i) * LANES), v);
+                }
+                x += step;
+            }
+            x
+        }
+
         /// 12 independent 512-bit FMA chains.
         #[target_feature(enable = "avx512f")]
         pub(in super::super) unsafe fn fma_loop(iterations: u64) -> f32 {
@@ -1171,21 +1217,27 @@ mod avx2 {
         out.iter().sum()
     }
 
+    /// Pixels of one output row per pass of the depthwise kernel: independent FMA
+    /// chains (each pixel's 9 taps are one chain, in the scalar twin's order).
+    const DEPTHWISE_PIXELS: usize = 4;
+
+    /// The depthwise kernel; `wide` runs stride-1 layers on AVX-512 ([`avx512`]), for
+    /// which the caller also establishes AVX-512 F.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn depthwise(
         conv: &Depthwise,
         input: &[f32],
         in_plane: Plane,
         out: &RowsOut,
+        wide: bool,
     ) {
         let s = conv.stride;
         let row = in_plane.row_len();
         let width = out.plane.width;
         for b in 0..conv.blocks() {
-            let mut w = [_mm256_setzero_ps(); 9];
-            for (tap, v) in w.iter_mut().enumerate() {
-                *v = _mm256_loadu_ps(conv.weights.as_ptr().add((b * 9 + tap) * LANES));
-            }
+            let weights = conv.weights.as_ptr().add(b * 9 * LANES);
+            let w: [__m256; 9] =
+                std::array::from_fn(|tap| _mm256_loadu_ps(weights.add(tap * LANES)));
             let bias = _mm256_loadu_ps(conv.bias.as_ptr().add(b * LANES));
             let slope = _mm256_loadu_ps(conv.slope.as_ptr().add(b * LANES));
             let plane = input.as_ptr().add(b * in_plane.len());
@@ -1193,9 +1245,29 @@ mod avx2 {
                 let dst = out.pixel(b, y, 0);
                 // SAFETY: the rows y*s..y*s+2 and columns x*s..x*s+2 (bordered) of an
                 // output pixel's window are inside the input plane, its rows stored
-                // from `first_row` on (`check`).
+                // from `first_row` on (`check`); pixels x < width are in the output row.
                 let top = plane.add((y * s - in_plane.first_row) * row);
-                for x in 0..width {
+                let mut x = 0;
+                if wide && s == 1 {
+                    x = avx512::depthwise_row(top, row, weights, bias, slope, dst, width);
+                }
+                while x + DEPTHWISE_PIXELS <= width {
+                    let mut acc = [bias; DEPTHWISE_PIXELS];
+                    for ky in 0..3 {
+                        for kx in 0..3 {
+                            for (i, acc) in acc.iter_mut().enumerate() {
+                                let src = top.add(((x + i) * s + kx) * LANES + ky * row);
+                                *acc = _mm256_fmadd_ps(_mm256_loadu_ps(src), w[ky * 3 + kx], *acc);
+                            }
+                        }
+                    }
+                    for (i, acc) in acc.into_iter().enumerate() {
+                        let v = _mm256_max_ps(acc, _mm256_mul_ps(acc, slope));
+                        _mm256_storeu_ps(dst.add((x + i) * LANES), v);
+                    }
+                    x += DEPTHWISE_PIXELS;
+                }
+                for x in x..width {
                     let src = top.add(x * s * LANES);
                     let mut acc = bias;
                     for ky in 0..3 {
@@ -1525,8 +1597,16 @@ mod tests {
             let conv = Depthwise { weights: &packed, bias: &bias, slope: &slope, stride };
             let input = blocked(channels, in_plane, &pixels);
             let scalar = run(out_plane, blocks, 1, |o| depthwise(Isa::Scalar, &conv, &input, in_plane, o));
-            let fast = run(out_plane, blocks, threads, |o| depthwise(Isa::detect(), &conv, &input, in_plane, o));
-            close(&fast, &scalar)?;
+            let mut outputs = Vec::new();
+            for isa in Isa::available() {
+                let fast = run(out_plane, blocks, threads, |o| depthwise(isa, &conv, &input, in_plane, o));
+                close(&fast, &scalar)?;
+                outputs.push((isa, fast));
+            }
+            // Two pixels per AVX-512 register, each lane with the AVX2 kernel's FMAs: equal bits.
+            if let [(Isa::Avx512, wide), (Isa::Avx2Fma, narrow), ..] = &outputs[..] {
+                prop_assert!(wide == narrow, "AVX-512 and AVX2 differ");
+            }
 
             let mut naive = vec![0f32; channels * out_plane.height * out_plane.width];
             for c in 0..channels {
