@@ -656,6 +656,34 @@ pub(crate) struct WinogradScratch {
     m: Vec<f32>,
 }
 
+/// One band's Winograd tiles: a grid of `rows` x `cols` tiles, stored as the one row
+/// of `flat`, so that the products run over whole dense-kernel tiles (12 pixels)
+/// instead of a short one at the end of every tile row.
+#[derive(Debug, Clone, Copy)]
+struct Tiles {
+    rows: usize,
+    cols: usize,
+    flat: Plane,
+}
+
+impl Tiles {
+    fn new(rows: usize, cols: usize) -> Self {
+        Self {
+            rows,
+            cols,
+            flat: Plane::blocked(1, rows * cols),
+        }
+    }
+    /// Offset of tile (ty, tx) in one block of the stored tiles.
+    fn at(self, ty: usize, tx: usize) -> usize {
+        self.flat.at(0, 0, ty * self.cols + tx)
+    }
+    /// Floats per block of the stored tiles.
+    fn len(self) -> usize {
+        self.flat.len()
+    }
+}
+
 /// Whether `conv` may run by [`winograd`] on `plane`: whole 2x2 tiles.
 pub(crate) fn winograd_fits(plane: Plane) -> bool {
     plane.height.is_multiple_of(2) && plane.width.is_multiple_of(2) && plane.lanes == LANES
@@ -691,7 +719,7 @@ pub(crate) fn winograd(
     if rows.is_empty() {
         return;
     }
-    let tiles = Plane::blocked(rows.len() / 2, in_plane.width / 2);
+    let tiles = Tiles::new(rows.len() / 2, in_plane.width / 2);
     let WinogradScratch { v, m } = scratch;
     v.resize(WINOGRAD_POINTS * in_blocks * tiles.len(), 0.0);
     m.resize(WINOGRAD_POINTS * out_blocks * tiles.len(), 0.0);
@@ -707,8 +735,8 @@ pub(crate) fn winograd(
     let (v_set, m_set) = (in_blocks * tiles.len(), out_blocks * tiles.len());
     for p in 0..WINOGRAD_POINTS {
         let v = &v[p * v_set..][..v_set];
-        rows_of(&mut m[p * m_set..][..m_set], tiles, 0..tiles.height, |o| {
-            dense(isa, &wino.point(p), v, tiles, o, 0)
+        rows_of(&mut m[p * m_set..][..m_set], tiles.flat, 0..1, |o| {
+            dense(isa, &wino.point(p), v, tiles.flat, o, 0)
         });
     }
     match isa {
@@ -729,14 +757,14 @@ fn winograd_input_scalar(
     blocks: usize,
     first_tile_row: usize,
     v: &mut [f32],
-    tiles: Plane,
+    tiles: Tiles,
 ) {
     let row = in_plane.row_len();
     for b in 0..blocks {
-        for ty in 0..tiles.height {
+        for ty in 0..tiles.rows {
             let top = b * in_plane.len() + (2 * (first_tile_row + ty) - in_plane.first_row) * row;
-            for tx in 0..tiles.width {
-                let at = tiles.at(0, ty, tx);
+            for tx in 0..tiles.cols {
+                let at = tiles.at(ty, tx);
                 for lane in 0..LANES {
                     let d = |i: usize, j: usize| input[top + i * row + (2 * tx + j) * LANES + lane];
                     // The rows of Bt d, then each times B.
@@ -762,7 +790,7 @@ fn winograd_input_scalar(
 /// output pixels.
 fn winograd_output_scalar(
     m: &[f32],
-    tiles: Plane,
+    tiles: Tiles,
     blocks: usize,
     bias: &[f32],
     slope: &[f32],
@@ -771,9 +799,9 @@ fn winograd_output_scalar(
 ) {
     let first_tile_row = out.rows.start / 2;
     for k in 0..blocks {
-        for ty in 0..tiles.height {
-            for tx in 0..tiles.width {
-                let at = tiles.at(0, ty, tx);
+        for ty in 0..tiles.rows {
+            for tx in 0..tiles.cols {
+                let at = tiles.at(ty, tx);
                 let mut y = [[[0f32; LANES]; 2]; 2];
                 for lane in 0..LANES {
                     let mv = |i: usize, j: usize| {
@@ -813,7 +841,7 @@ mod avx2 {
 
     use std::arch::x86_64::*;
 
-    use super::{Dense, Depthwise, Plane, RowsOut, LANES};
+    use super::{Dense, Depthwise, Plane, RowsOut, Tiles, LANES};
 
     /// Output pixels per tile with two output blocks: 12 accumulators, 2 weight
     /// registers and a broadcast fit the 16 YMM registers.
@@ -1329,18 +1357,18 @@ mod avx2 {
         blocks: usize,
         first_tile_row: usize,
         v: &mut [f32],
-        tiles: Plane,
+        tiles: Tiles,
     ) {
         let row = in_plane.row_len();
         let out = v.as_mut_ptr();
         let (add, sub) = (|a, b| _mm256_add_ps(a, b), |a, b| _mm256_sub_ps(a, b));
         for b in 0..blocks {
             let plane = input.as_ptr().add(b * in_plane.len());
-            for ty in 0..tiles.height {
+            for ty in 0..tiles.rows {
                 // SAFETY: tile row ty reads bordered input rows 2t..2t+4 (t its row in
                 // the whole plane), which `winograd` checked are stored.
                 let top = plane.add((2 * (first_tile_row + ty) - in_plane.first_row) * row);
-                for tx in 0..tiles.width {
+                for tx in 0..tiles.cols {
                     let src = top.add(2 * tx * LANES);
                     let d: [[__m256; 4]; 4] = std::array::from_fn(|i| {
                         std::array::from_fn(|j| _mm256_loadu_ps(src.add(i * row + j * LANES)))
@@ -1351,7 +1379,7 @@ mod avx2 {
                         std::array::from_fn(|j| sub(d[2][j], d[1][j])),
                         std::array::from_fn(|j| sub(d[1][j], d[3][j])),
                     ];
-                    let at = tiles.at(0, ty, tx);
+                    let at = tiles.at(ty, tx);
                     for (i, t) in t.iter().enumerate() {
                         let values = [
                             sub(t[0], t[2]),
@@ -1376,7 +1404,7 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn winograd_output(
         m: &[f32],
-        tiles: Plane,
+        tiles: Tiles,
         blocks: usize,
         bias: &[f32],
         slope: &[f32],
@@ -1390,9 +1418,9 @@ mod avx2 {
             let b = _mm256_loadu_ps(bias.as_ptr().add(k * LANES));
             let sl = _mm256_loadu_ps(slope.as_ptr().add(k * LANES));
             let activate = |x: __m256| _mm256_max_ps(x, _mm256_mul_ps(x, sl));
-            for ty in 0..tiles.height {
-                for tx in 0..tiles.width {
-                    let at = tiles.at(0, ty, tx);
+            for ty in 0..tiles.rows {
+                for tx in 0..tiles.cols {
+                    let at = tiles.at(ty, tx);
                     // SAFETY: `winograd` sized `m` for 16 points x `blocks` x tiles.
                     let mv = |i: usize, j: usize| {
                         _mm256_loadu_ps(products.add(((i * 4 + j) * blocks + k) * tiles.len() + at))

@@ -181,20 +181,32 @@ impl DepthwiseLayer {
     }
 }
 
-/// The SSH context module of one level. The concat's channels are, in order,
-/// `conv3` (32), `conv5_2` (16) and `conv7_3` (16).
+/// The SSH context module of one level. `first` is conv5X5_1 and conv3X3 as one
+/// layer: both read the FPN map, so they share its reading (and Winograd transform).
+/// The module's map holds, in order, conv5X5_1 (16 channels, read by conv5X5_2 and
+/// conv7X7_2), then the concat the head reads: conv3X3 (32), conv5X5_2 (16) and
+/// conv7x7_3 (16).
 struct Ssh {
-    conv3: DenseLayer,
-    conv5_1: DenseLayer,
+    first: DenseLayer,
     conv5_2: DenseLayer,
     conv7_2: DenseLayer,
     conv7_3: DenseLayer,
 }
 
 impl Ssh {
+    /// Blocks of conv5X5_1, the map's first.
+    fn branch_blocks(&self) -> usize {
+        self.conv5_2.in_channels / LANES
+    }
     /// Channel blocks of the concat: the three branches side by side.
     fn out_blocks(&self) -> usize {
-        self.conv3.out_blocks() + self.conv5_2.out_blocks() + self.conv7_3.out_blocks()
+        self.first.out_blocks() - self.branch_blocks()
+            + self.conv5_2.out_blocks()
+            + self.conv7_3.out_blocks()
+    }
+    /// Channel blocks of the module's map: conv5X5_1, then the concat.
+    fn map_blocks(&self) -> usize {
+        self.branch_blocks() + self.out_blocks()
     }
 }
 
@@ -429,9 +441,9 @@ impl NativeNetwork {
             if first.0.data != again.0.data || first.1.data != again.1.data {
                 return Err(model_error(format!("ssh{n}: the two conv5X5_1 differ")));
             }
+            let name = |name: &str| conv_name(&format!("/ssh{n}/{name}/{name}.0"));
             Ok(Ssh {
-                conv3: conv("conv3X3")?,
-                conv5_1: conv("conv5X5_1")?,
+                first: dense_layer(&graph, &[&name("conv5X5_1"), &name("conv3X3")], 3)?,
                 conv5_2: conv("conv5X5_2")?,
                 conv7_2: conv("conv7X7_2")?,
                 conv7_3: conv("conv7x7_3")?,
@@ -490,10 +502,10 @@ impl NativeNetwork {
             ok &= merge.in_channels == fpn && merge.out_blocks() * LANES == fpn;
         }
         for s in &self.ssh {
-            let branch = s.conv5_1.out_blocks() * LANES;
-            ok &= s.conv3.in_channels == fpn
-                && s.conv5_1.in_channels == fpn
-                && s.conv5_2.in_channels == branch
+            let branch = s.conv5_2.in_channels;
+            ok &= s.first.in_channels == fpn
+                && branch.is_multiple_of(LANES)
+                && s.first.out_blocks() > s.branch_blocks()
                 && s.conv7_2.in_channels == branch
                 && s.conv7_3.in_channels == s.conv7_2.out_blocks() * LANES
                 && s.out_blocks() * LANES == fpn;
@@ -799,20 +811,21 @@ impl NativeNetwork {
             let source = if n < 2 { &merged[n] } else { &lateral[2] };
             let s = &self.ssh[n];
             let (p, scratch) = (source.plane, &mut ssh[n]);
-            let (t1, t2) = (&mut scratch.t1, &mut scratch.t2);
-            let out = &mut scratch.out;
-            dense(&s.conv3, &source.data, p, &mut out.data, 0);
-            dense(&s.conv5_1, &source.data, p, &mut t1.data, 0);
-            dense(&s.conv5_2, &t1.data, p, &mut out.data, s.conv3.out_blocks());
-            dense(&s.conv7_2, &t1.data, p, &mut t2.data, 0);
+            let (out, t2) = (&mut scratch.out, &mut scratch.t2);
+            dense(&s.first, &source.data, p, &mut out.data, 0);
+            // conv5X5_1's blocks, then the concat: conv3X3 (from `first`), conv5X5_2, conv7x7_3.
+            let (branch, concat) = out.data.split_at_mut(s.branch_blocks() * p.len());
+            let conv3_blocks = s.first.out_blocks() - s.branch_blocks();
+            dense(&s.conv5_2, branch, p, concat, conv3_blocks);
+            dense(&s.conv7_2, branch, p, &mut t2.data, 0);
             dense(
                 &s.conv7_3,
                 &t2.data,
                 p,
-                &mut out.data,
-                s.conv3.out_blocks() + s.conv5_2.out_blocks(),
+                concat,
+                conv3_blocks + s.conv5_2.out_blocks(),
             );
-            dense(&self.heads[n], &out.data, p, &mut heads[n].data, 0);
+            dense(&self.heads[n], concat, p, &mut heads[n].data, 0);
         }
         ping.data = std::mem::take(&mut ssh[0].out.data);
         pong.data = std::mem::take(&mut merged[0].data);
@@ -870,8 +883,9 @@ struct BandScratch {
 
 #[derive(Default)]
 struct SshScratch {
-    t1: FixedMap,
+    /// conv7X7_2's output.
     t2: FixedMap,
+    /// The module's map (see [`Ssh`]).
     out: FixedMap,
 }
 
@@ -931,7 +945,7 @@ impl Arena {
             * net.lateral[0]
                 .out_blocks()
                 .max(net.merge[0].out_blocks())
-                .max(net.ssh[0].out_blocks());
+                .max(net.ssh[0].map_blocks());
         // Their borders are zeroed after each layer, for that layer's plane.
         self.ping.data.resize(ping.max(level0), 0.0);
         self.pong.data.resize(pong.max(level0), 0.0);
@@ -939,12 +953,11 @@ impl Arena {
             let s = &net.ssh[n];
             self.levels[n].resize(plane, blocks);
             self.heads[n].resize(plane, HEAD_CHANNELS / LANES);
-            self.ssh[n].t1.resize(plane, s.conv5_1.out_blocks());
             self.ssh[n].t2.resize(plane, s.conv7_2.out_blocks());
             // Level 0's lateral, merged and SSH output maps borrow ping and pong.
             if n > 0 {
                 self.lateral[n].resize(plane, net.lateral[n].out_blocks());
-                self.ssh[n].out.resize(plane, s.out_blocks());
+                self.ssh[n].out.resize(plane, s.map_blocks());
             }
             if n == 1 {
                 self.merged[n].resize(plane, net.merge[n].out_blocks());
