@@ -468,6 +468,100 @@ fn bgr_row_scalar(rgb: &[u8], mean: [f32; 3], out: &mut [f32]) {
     }
 }
 
+/// One image row of RGB bytes into one row of the first layer's *split* input, which
+/// [`stem`] reads: the row of a packed RGB plane (even width) rearranged as six
+/// arrays of `half = width / 2 + 1` floats, `[channel (BGR)][parity][i]` holding
+/// bordered column `2i + parity`, `mean` removed, zeros in the border and right of the
+/// image. `out` is the row (`6 * half` floats, as long as the packed row).
+pub(crate) fn split_row(isa: Isa, rgb: &[u8], mean: [f32; 3], out: &mut [f32]) {
+    assert!(rgb.len().is_multiple_of(3) && out.len().is_multiple_of(6));
+    let half = out.len() / 6;
+    assert!(
+        rgb.len() / 3 < 2 * half,
+        "{} pixels in a row of {half} pairs",
+        rgb.len() / 3
+    );
+    out.fill(0.0);
+    let done = match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2 as for `bgr_row`; lengths checked above.
+        Isa::Avx2Fma | Isa::Avx512 => unsafe { avx2::split_row(rgb, mean, out, half) },
+        _ => 0,
+    };
+    split_row_scalar(&rgb[3 * done..], done, mean, out, half);
+}
+
+/// `split_row` from image column `first` on.
+fn split_row_scalar(rgb: &[u8], first: usize, mean: [f32; 3], out: &mut [f32], half: usize) {
+    for (i, px) in rgb.chunks_exact(3).enumerate() {
+        let bordered = first + i + 1;
+        let (parity, at) = (bordered % 2, bordered / 2);
+        for c in 0..3 {
+            out[(2 * c + parity) * half + at] = f32::from(px[2 - c]) - mean[c];
+        }
+    }
+}
+
+/// The first layer (3x3, stride 2, three input channels, one output block) over the
+/// split input of `in_plane` (a packed RGB plane, see [`split_row`]), into the rows
+/// `out` owns: pixels along the AVX-512 registers, then transposed into the blocked
+/// layout. Each output float gets the FMAs of the [`dense`] kernel on the packed input,
+/// in the same order. Other ISAs run the scalar twin (the network runs [`dense`] there).
+pub(crate) fn stem(isa: Isa, conv: &Dense, input: &[f32], in_plane: Plane, out: &RowsOut) {
+    assert!(conv.kernel == 3 && conv.stride == 2 && conv.in_channels == 3);
+    assert_eq!(conv.out_blocks(), 1);
+    assert_eq!(conv.weights.len(), 9 * 3 * LANES);
+    assert_eq!(conv.slope.len(), LANES);
+    assert!(in_plane.lanes == 3 && in_plane.width.is_multiple_of(2));
+    assert!(input.len() >= in_plane.len());
+    assert!(out.plane.same_shape(in_plane.strided(2)));
+    assert!(stores(in_plane, &conv.rows_read(&out.rows)));
+    let (row_len, half) = (in_plane.row_len(), in_plane.width / 2 + 1);
+    for y in out.rows.clone() {
+        let rows: [&[f32]; 3] = std::array::from_fn(|ky| {
+            &input[(2 * y + ky - in_plane.first_row) * row_len..][..row_len]
+        });
+        let dst = out.pixel(0, y, 0);
+        let done = match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Isa::Avx512` is only made where the CPU has AVX-512 F; the three
+            // rows are `row_len` = 6 `half` floats long (checked above), and the output
+            // row has `out.plane.width` pixels from `dst`.
+            Isa::Avx512 => unsafe {
+                avx2::avx512::stem_row(rows, half, conv, dst, out.plane.width)
+            },
+            _ => 0,
+        };
+        for x in done..out.plane.width {
+            out.store(0, y, x, &stem_pixel_scalar(conv, rows, half, x));
+        }
+    }
+}
+
+/// The scalar twin of `stem`, one output pixel.
+fn stem_pixel_scalar(conv: &Dense, rows: [&[f32]; 3], half: usize, x: usize) -> [f32; LANES] {
+    let mut acc = [0f32; LANES];
+    acc.copy_from_slice(conv.bias);
+    for (ky, row) in rows.iter().enumerate() {
+        for kx in 0..3 {
+            // Bordered column 2x + kx: parity kx % 2, index x + kx / 2.
+            for c in 0..3 {
+                let v = row[(2 * c + kx % 2) * half + x + kx / 2];
+                let w = &conv.weights[((ky * 3 + kx) * 3 + c) * LANES..][..LANES];
+                for (a, w) in acc.iter_mut().zip(w) {
+                    // Fused, as the vector kernels: the AVX-512 path leaves a row's last
+                    // pixels (under 16) to this twin and must give the same bits.
+                    *a = v.mul_add(*w, *a);
+                }
+            }
+        }
+    }
+    for (a, slope) in acc.iter_mut().zip(conv.slope) {
+        *a = activate(*a, *slope);
+    }
+    acc
+}
+
 /// Dense convolution of `input` into blocks `out_block..` of the output rows `out` owns.
 pub(crate) fn dense(
     isa: Isa,
@@ -1070,7 +1164,7 @@ mod avx2 {
 
         use std::arch::x86_64::*;
 
-        use super::super::LANES;
+        use super::super::{Dense, LANES};
         use super::{DenseArgs, Tile};
 
         /// Output pixels per tile: 12 x 2 accumulators + 2 weights + a broadcast <= 32.
@@ -1206,6 +1300,91 @@ mod avx2 {
                 x += step;
             }
             x
+        }
+
+        /// The leading pixels of one output row of the first layer (see the parent's
+        /// `stem`), 16 per pass, one register per output channel; returns how many it
+        /// wrote (a multiple of 16). `rows`: the three split input rows of the row's
+        /// windows; `dst`: output pixel 0 of the row, `width` pixels. Safety as for the
+        /// parent module, plus AVX-512 F.
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        pub(in super::super) unsafe fn stem_row(
+            rows: [&[f32]; 3],
+            half: usize,
+            conv: &Dense,
+            dst: *mut f32,
+            width: usize,
+        ) -> usize {
+            let weights = conv.weights.as_ptr();
+            let mut x = 0;
+            while x + 16 <= width {
+                let mut acc: [__m512; LANES] =
+                    std::array::from_fn(|oc| _mm512_set1_ps(conv.bias[oc]));
+                for (ky, row) in rows.iter().enumerate() {
+                    for kx in 0..3 {
+                        for c in 0..3 {
+                            // SAFETY: bordered column 2x' + kx of pixels x' < x + 16 is
+                            // index x' + kx / 2 <= width = half - 1 of its array.
+                            let v = _mm512_loadu_ps(
+                                row.as_ptr().add((2 * c + kx % 2) * half + x + kx / 2),
+                            );
+                            let w = weights.add(((ky * 3 + kx) * 3 + c) * LANES);
+                            for (oc, acc) in acc.iter_mut().enumerate() {
+                                *acc = _mm512_fmadd_ps(v, _mm512_set1_ps(*w.add(oc)), *acc);
+                            }
+                        }
+                    }
+                }
+                for (oc, acc) in acc.iter_mut().enumerate() {
+                    let slope = _mm512_set1_ps(conv.slope[oc]);
+                    *acc = _mm512_max_ps(*acc, _mm512_mul_ps(*acc, slope));
+                }
+                store_transposed(&acc, dst.add(x * LANES));
+                x += 16;
+            }
+            x
+        }
+
+        /// Stores 8 registers of 16 pixels each (one per channel) as 16 pixels of 8
+        /// channels from `dst`. Within each 128-bit lane (pixels 4L..4L + 4) a 4x4
+        /// transpose of channels 0-3 and 4-7; then lanes are paired into pixels 2m, 2m + 1.
+        #[inline(always)]
+        unsafe fn store_transposed(a: &[__m512; LANES], dst: *mut f32) {
+            let t: [__m512; 8] = std::array::from_fn(|i| {
+                let (x, y) = (a[(i / 2) * 2], a[(i / 2) * 2 + 1]);
+                if i % 2 == 0 {
+                    _mm512_unpacklo_ps(x, y)
+                } else {
+                    _mm512_unpackhi_ps(x, y)
+                }
+            });
+            // u[k]: channels 0-3 of pixel 4L + k in lane L; u[4 + k]: channels 4-7.
+            let u: [__m512; 8] = std::array::from_fn(|i| {
+                let (half, k) = (i / 4, i % 4);
+                let (x, y) = (t[4 * half + k / 2], t[4 * half + 2 + k / 2]);
+                if k % 2 == 0 {
+                    _mm512_shuffle_ps::<0x44>(x, y)
+                } else {
+                    _mm512_shuffle_ps::<0xEE>(x, y)
+                }
+            });
+            for k in [0, 2] {
+                // Pixels 4L + k and 4L + k + 1 for each lane L.
+                let (lo, hi) = ((u[k], u[4 + k]), (u[k + 1], u[4 + k + 1]));
+                let p01 = _mm512_shuffle_f32x4::<0b01_00_01_00>(lo.0, lo.1);
+                let q01 = _mm512_shuffle_f32x4::<0b01_00_01_00>(hi.0, hi.1);
+                let p23 = _mm512_shuffle_f32x4::<0b11_10_11_10>(lo.0, lo.1);
+                let q23 = _mm512_shuffle_f32x4::<0b11_10_11_10>(hi.0, hi.1);
+                let pairs = [
+                    _mm512_shuffle_f32x4::<0b10_00_10_00>(p01, q01),
+                    _mm512_shuffle_f32x4::<0b11_01_11_01>(p01, q01),
+                    _mm512_shuffle_f32x4::<0b10_00_10_00>(p23, q23),
+                    _mm512_shuffle_f32x4::<0b11_01_11_01>(p23, q23),
+                ];
+                for (lane, pair) in pairs.into_iter().enumerate() {
+                    _mm512_storeu_ps(dst.add((4 * lane + k) * LANES), pair);
+                }
+            }
         }
 
         /// 12 independent 512-bit FMA chains.
@@ -1347,6 +1526,59 @@ mod avx2 {
             }
         }
         24 * groups
+    }
+
+    /// The whole groups of 16 pixels of `split_row_scalar` (from column 0); returns
+    /// how many pixels it converted.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn split_row(
+        rgb: &[u8],
+        mean: [f32; 3],
+        out: &mut [f32],
+        half: usize,
+    ) -> usize {
+        // 16 pixels are 48 bytes, read as three 16-byte chunks. Output (c, parity) takes
+        // 8 of them: parity 1 (bordered columns 2i + 1) the even image columns 2k, at
+        // byte 6k + 2 - c of the group, parity 0 the odd ones, 3 bytes further.
+        let masks: [[__m128i; 3]; 6] = std::array::from_fn(|cq| {
+            let (c, parity) = (cq / 2, cq % 2);
+            std::array::from_fn(|chunk| {
+                let bytes: [i8; 16] = std::array::from_fn(|k| {
+                    let at = 6 * k + 3 * (1 - parity) + 2 - c;
+                    if k < 8 && (16 * chunk..16 * chunk + 16).contains(&at) {
+                        (at - 16 * chunk) as i8
+                    } else {
+                        -1
+                    }
+                });
+                _mm_loadu_si128(bytes.as_ptr().cast())
+            })
+        });
+        let groups = rgb.len() / 48;
+        for g in 0..groups {
+            // SAFETY: group g reads bytes 48g..48g+48 of `rgb`; it writes floats 8g..8g+8
+            // (parity 1) and 8g+1..8g+9 (parity 0) of arrays of `half` > width / 2 >= 8g + 8.
+            let src = rgb.as_ptr().add(48 * g);
+            let chunks: [__m128i; 3] =
+                std::array::from_fn(|j| _mm_loadu_si128(src.add(16 * j).cast()));
+            for (cq, mask) in masks.iter().enumerate() {
+                let (c, parity) = (cq / 2, cq % 2);
+                let bytes = _mm_or_si128(
+                    _mm_or_si128(
+                        _mm_shuffle_epi8(chunks[0], mask[0]),
+                        _mm_shuffle_epi8(chunks[1], mask[1]),
+                    ),
+                    _mm_shuffle_epi8(chunks[2], mask[2]),
+                );
+                let floats = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes));
+                let at = cq * half + 8 * g + (1 - parity);
+                _mm256_storeu_ps(
+                    out.as_mut_ptr().add(at),
+                    _mm256_sub_ps(floats, _mm256_set1_ps(mean[c])),
+                );
+            }
+        }
+        16 * groups
     }
 
     /// The AVX2 twin of `winograd_input_scalar`.
@@ -1492,6 +1724,76 @@ mod tests {
                 let mut out = vec![f32::NAN; rgb.len()];
                 bgr_row(isa, &rgb, mean, &mut out);
                 prop_assert_eq!(&out, &expected, "{:?}", isa);
+            }
+        }
+    }
+
+    proptest! {
+        /// The split input holds the packed input's values (bordered column 2i + parity
+        /// at index i), and the stem over it equals the dense kernel over the packed
+        /// input: AVX-512 bit for bit with AVX2, the scalar twin up to rounding.
+        #[test]
+        fn stem_on_split_rows_matches_dense_on_packed_input(
+            half_width in 1usize..40,
+            height in 1usize..10,
+            narrower in 0usize..5,
+            threads in 1usize..3,
+            seed in any::<u64>(),
+        ) {
+            let plane = Plane::packed(height, 2 * half_width, 3);
+            // The image may be narrower than the plane (padding right of it).
+            let image_width = plane.width.saturating_sub(narrower).max(1);
+            let rgb: Vec<u8> = values(image_width * height * 3, seed)
+                .iter()
+                .map(|v| ((v + 1.0) * 127.9) as u8)
+                .collect();
+            let mean = [104.0, 117.0, 123.0];
+            let row_len = plane.row_len();
+            let mut packed = vec![0f32; plane.len()];
+            for y in 0..height {
+                let row = &mut packed[(y + 1) * row_len + 3..][..image_width * 3];
+                bgr_row_scalar(&rgb[y * image_width * 3..][..image_width * 3], mean, row);
+            }
+            let half = plane.width / 2 + 1;
+            let mut splits = Vec::new();
+            for isa in Isa::available() {
+                let mut split = vec![f32::NAN; plane.len()];
+                for (r, row) in split.chunks_exact_mut(row_len).enumerate() {
+                    if r == 0 || r > height {
+                        row.fill(0.0);
+                    } else {
+                        split_row(isa, &rgb[(r - 1) * image_width * 3..][..image_width * 3], mean, row);
+                    }
+                }
+                for r in 0..height + 2 {
+                    for column in 0..plane.width + 2 {
+                        for c in 0..3 {
+                            prop_assert_eq!(
+                                split[r * row_len + (2 * c + column % 2) * half + column / 2],
+                                packed[r * row_len + column * 3 + c],
+                                "{:?} row {} column {} channel {}", isa, r, column, c
+                            );
+                        }
+                    }
+                }
+                splits.push(split);
+            }
+            let weights = values(9 * 3 * LANES, seed ^ 1);
+            let bias = values(LANES, seed ^ 2);
+            let slope: Vec<f32> = (0..LANES).map(|c| [0.0, 0.1, 1.0][c % 3]).collect();
+            let paired = paired_weights(&weights, 1);
+            let conv = Dense { weights: &weights, paired: &paired, bias: &bias, slope: &slope, in_channels: 3, kernel: 3, stride: 2 };
+            let out_plane = plane.strided(2);
+            let scalar = run(out_plane, 1, 1, |o| dense(Isa::Scalar, &conv, &packed, plane, o, 0));
+            let available = Isa::available();
+            let avx2 = available.contains(&Isa::Avx2Fma)
+                .then(|| run(out_plane, 1, 1, |o| dense(Isa::Avx2Fma, &conv, &packed, plane, o, 0)));
+            for (isa, split) in available.into_iter().zip(&splits) {
+                let stemmed = run(out_plane, 1, threads, |o| stem(isa, &conv, split, plane, o));
+                close(&stemmed, &scalar)?;
+                if let (Isa::Avx512, Some(avx2)) = (isa, &avx2) {
+                    prop_assert!(&stemmed == avx2, "the AVX-512 stem differs from the AVX2 dense kernel");
+                }
             }
         }
     }

@@ -637,8 +637,15 @@ impl NativeNetwork {
                     dw0_out,
                     pw0_out,
                 } = s;
+                // On AVX-512 the stem reads its input split by column parity (see
+                // `kernels::stem`), elsewhere packed.
+                let split = isa == Isa::Avx512;
                 timed(LayerKind::Other, 0, &mut || {
-                    fill_input(isa, rgb, size, band.input, input)
+                    if split {
+                        fill_split_input(isa, rgb, size, band.input, input)
+                    } else {
+                        fill_input(isa, rgb, size, band.input, input)
+                    }
                 });
                 let stem_rows = band.stem.interior_rows();
                 let n = macs(
@@ -649,7 +656,11 @@ impl NativeNetwork {
                 );
                 timed(LayerKind::FirstLayer, n, &mut || {
                     rows_of(stem_out, band.stem, stem_rows.clone(), |o| {
-                        kernels::dense(isa, &stem, input, band.input, o, 0)
+                        if split {
+                            kernels::stem(isa, &stem, input, band.input, o)
+                        } else {
+                            kernels::dense(isa, &stem, input, band.input, o, 0)
+                        }
                     });
                     zero_border(stem_out, band.stem, self.stem.out_blocks());
                 });
@@ -1090,6 +1101,25 @@ fn fill_input(
         padding.fill(0.0);
     }
     zero_border(data, window, 1);
+}
+
+/// As [`fill_input`], in the split layout [`kernels::stem`] reads (same length).
+fn fill_split_input(
+    isa: Isa,
+    rgb: &[u8],
+    (width, height): (usize, usize),
+    window: Plane,
+    data: &mut [f32],
+) {
+    let row_len = window.row_len();
+    for (r, row) in window.bordered_rows().zip(data.chunks_exact_mut(row_len)) {
+        if r == 0 || r > height {
+            row.fill(0.0);
+        } else {
+            let y = r - 1;
+            kernels::split_row(isa, &rgb[y * width * 3..][..width * 3], MEAN_BGR, row);
+        }
+    }
 }
 
 /// `fine += nearest 2x upsampling of coarse` over the interior.
