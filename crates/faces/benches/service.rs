@@ -266,8 +266,8 @@ async fn stages(server: &support::Server) {
 
 /// Streams a 100 MB upload (a real JPEG followed by padding) to an API-only node
 /// (no worker decoding it afterwards) and reports the server's peak RSS. Returns the
-/// submission's id.
-async fn big_upload(jpeg: &Path) -> String {
+/// submission's id if it was accepted.
+async fn big_upload(jpeg: &Path) -> Option<String> {
     let server = &support::serve(&["--workers", "0"]).await;
     const SIZE: usize = 100 * 1024 * 1024 - 64 * 1024;
     let pid = server.child.id();
@@ -298,10 +298,12 @@ async fn big_upload(jpeg: &Path) -> String {
     let status = response.status();
     let secs = started.elapsed().as_secs_f64();
     let after = support::peak_rss_kib(pid);
-    let id = response.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = match status.is_success() {
+        true => response.json::<Value>().await.ok()?["id"]
+            .as_str()
+            .map(str::to_owned),
+        false => None,
+    };
     println!("100 MB upload ({total} bytes): HTTP {status} in {secs:.2} s");
     println!(
         "  server peak RSS: {:.1} MiB before, {:.1} MiB after (+{:.1} MiB)",
@@ -313,26 +315,26 @@ async fn big_upload(jpeg: &Path) -> String {
 }
 
 /// On a database shared between nodes (PostgreSQL) the 100 MB upload's job is in the
-/// measured server's queue too: waits until that server has done it, reports the peak
-/// RSS that took (its worker reads the 100 MB original), then resets the peak so that
-/// the rounds report their own.
-async fn drain_big_upload(server: &support::Server, id: &str) {
-    if std::env::var_os("FACES_DATABASE_URL").is_none() {
+/// measured server's queue too: waits until that server has finished it, reports how
+/// it ended and the peak RSS that took (its worker reads the 100 MB original), then
+/// resets the peak so that the rounds report their own.
+async fn drain_big_upload(server: &support::Server, id: Option<&str>) {
+    let Some(id) = id.filter(|_| std::env::var_os("FACES_DATABASE_URL").is_some()) else {
         return;
-    }
+    };
     let http = reqwest::Client::new();
     let started = Instant::now();
-    loop {
+    let status = loop {
         let record = support::get_json(&http, &format!("{}/image/{id}", server.base)).await;
         if record["status"] == "done" || record["status"] == "failed" {
-            break;
+            break record["status"].clone();
         }
         assert!(started.elapsed() < DEADLINE);
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    };
     let pid = server.child.id();
     println!(
-        "  the measured server did its job (shared queue): peak RSS {:.1} MiB, reset before the rounds",
+        "  its job in the measured server's queue (shared database): {status}, peak RSS {:.1} MiB, reset before the rounds",
         support::peak_rss_kib(pid) as f64 / 1024.0
     );
     // Writing 5 to clear_refs resets the process's peak RSS (VmHWM).
@@ -397,7 +399,7 @@ fn main() {
     runtime.block_on(async {
         let big = big_upload(&data.join("known_counts/fr_obama.jpg")).await;
         let server = support::serve(&[]).await;
-        drain_big_upload(&server, &big).await;
+        drain_big_upload(&server, big.as_deref()).await;
         let mut rates = Vec::new();
         for round in 1..=env_or("BENCH_ROUNDS", 3).max(1) {
             rates.push(throughput(&server, &files, round).await);

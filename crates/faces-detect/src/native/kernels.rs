@@ -11,8 +11,10 @@
 //! [`RowsOut`] that may write only its own rows. A plane may store only a window of
 //! its rows, for layers run band by band.
 //!
-//! Kernels: dense (1x1 and 3x3, stride 1 or 2), depthwise 3x3, and [`winograd`] for
-//! the 3x3 stride-1 dense layers (its transforms here, its products on the dense kernel).
+//! Kernels: dense (1x1 and 3x3, stride 1 or 2), depthwise 3x3, [`winograd`] for the
+//! 3x3 stride-1 dense layers (its transforms here, its products on the dense kernel),
+//! the input conversion ([`bgr_row`], or [`split_row`] for [`stem`], the first layer
+//! on AVX-512).
 
 use std::marker::PhantomData;
 use std::ops::Range;
@@ -244,8 +246,9 @@ pub(crate) enum Isa {
     /// AVX2 + FMA, x86-64 only; [`Isa::detect`] returns it only where the CPU has both.
     Avx2Fma,
     /// AVX-512 F + DQ beside AVX2 + FMA: the dense kernel on 512-bit registers (two
-    /// channel blocks per register), the others as [`Isa::Avx2Fma`]. Where the core has
-    /// two 512-bit FMA units (Xeons) this doubles the dense kernel's peak.
+    /// channel blocks per register), depthwise at stride 1 two pixels per register, the
+    /// first layer by [`stem`]; the rest as [`Isa::Avx2Fma`]. Where the core has two
+    /// 512-bit FMA units (Xeons) this doubles the dense kernel's peak.
     Avx512,
     /// The plain twins: reference for tests, and correct everywhere.
     Scalar,
@@ -476,8 +479,9 @@ fn bgr_row_scalar(rgb: &[u8], mean: [f32; 3], out: &mut [f32]) {
 pub(crate) fn split_row(isa: Isa, rgb: &[u8], mean: [f32; 3], out: &mut [f32]) {
     assert!(rgb.len().is_multiple_of(3) && out.len().is_multiple_of(6));
     let half = out.len() / 6;
+    // The image's columns are bordered columns 1..=width, inside the plane's interior.
     assert!(
-        rgb.len() / 3 < 2 * half,
+        rgb.len() / 3 <= 2 * (half - 1),
         "{} pixels in a row of {half} pairs",
         rgb.len() / 3
     );
@@ -506,15 +510,18 @@ fn split_row_scalar(rgb: &[u8], first: usize, mean: [f32; 3], out: &mut [f32], h
 /// split input of `in_plane` (a packed RGB plane, see [`split_row`]), into the rows
 /// `out` owns: pixels along the AVX-512 registers, then transposed into the blocked
 /// layout. Each output float gets the FMAs of the [`dense`] kernel on the packed input,
-/// in the same order. Other ISAs run the scalar twin (the network runs [`dense`] there).
+/// in the same order as the AVX2 [`dense`] kernel. Other ISAs run the scalar twin (the
+/// network runs [`dense`] there); its `mul_add` is slow without FMA at compile time, but
+/// on AVX-512 it only finishes rows whose width is not a multiple of 16, which the
+/// network's padded sizes never have.
 pub(crate) fn stem(isa: Isa, conv: &Dense, input: &[f32], in_plane: Plane, out: &RowsOut) {
     assert!(conv.kernel == 3 && conv.stride == 2 && conv.in_channels == 3);
-    assert_eq!(conv.out_blocks(), 1);
     assert_eq!(conv.weights.len(), 9 * 3 * LANES);
-    assert_eq!(conv.slope.len(), LANES);
+    assert!(conv.bias.len() == LANES && conv.slope.len() == LANES);
     assert!(in_plane.lanes == 3 && in_plane.width.is_multiple_of(2));
     assert!(input.len() >= in_plane.len());
     assert!(out.plane.same_shape(in_plane.strided(2)));
+    assert!(out.plane.len() <= out.len, "the output holds one block");
     assert!(stores(in_plane, &conv.rows_read(&out.rows)));
     let (row_len, half) = (in_plane.row_len(), in_plane.width / 2 + 1);
     for y in out.rows.clone() {
@@ -525,8 +532,9 @@ pub(crate) fn stem(isa: Isa, conv: &Dense, input: &[f32], in_plane: Plane, out: 
         let done = match isa {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Isa::Avx512` is only made where the CPU has AVX-512 F; the three
-            // rows are `row_len` = 6 `half` floats long (checked above), and the output
-            // row has `out.plane.width` pixels from `dst`.
+            // rows are `row_len` = 6 `half` floats long (sliced above), and the output
+            // row's `out.plane.width` pixels from `dst` are in the slice (`pixel` checked
+            // the row is ours and stored, and the block fits `out.len`, asserted above).
             Isa::Avx512 => unsafe {
                 avx2::avx512::stem_row(rows, half, conv, dst, out.plane.width)
             },
@@ -765,7 +773,8 @@ impl Tiles {
         Self {
             rows,
             cols,
-            flat: Plane::blocked(1, rows * cols),
+            // The one interior row; its border rows are never read.
+            flat: Plane::blocked(1, rows * cols).window(1..2),
         }
     }
     /// Offset of tile (ty, tx) in one block of the stored tiles.
@@ -994,6 +1003,9 @@ mod avx2 {
         let (off, s) = (conv.window_offset(), conv.stride);
         let width = out.plane.width;
         let out_blocks = conv.out_blocks();
+        // The tile's pixels are LANES floats apart (stride 1 over whole blocks): a
+        // constant the tiles fold into their addressing.
+        let unit = s * args.in_lanes == LANES;
         for y in out.rows.clone() {
             let mut ob = 0;
             while ob < out_blocks {
@@ -1004,9 +1016,6 @@ mod avx2 {
                     n if n >= 2 => (2, PIXELS_2),
                     _ => (1, PIXELS_1),
                 };
-                // Stride 1 over whole blocks: the tile's pixels are LANES floats apart,
-                // a constant the tiles fold into their addressing.
-                let unit = s * args.in_lanes == LANES;
                 let mut x = 0;
                 while x < width {
                     let n = step.min(width - x);
@@ -1154,13 +1163,14 @@ mod avx2 {
     }
 
     pub(super) mod avx512 {
-        //! The dense kernel's tiles on 512-bit registers (its row and tile loop is the
-        //! parent's `dense`, with `wide`): one register holds two neighbouring
+        //! Kernels on 512-bit registers. The dense kernel's tiles (its row and tile loop
+        //! is the parent's `dense`, with `wide`): one register holds two neighbouring
         //! output channel blocks (16 channels), so a tile of 12 pixels x 4 blocks keeps
         //! 24 accumulators, 2 weight registers and a broadcast in the 32 ZMM registers.
-        //! Each output float gets the same FMAs in the same order as in the AVX2 kernel,
-        //! so the two give equal results. Safety as for the parent module, plus: the CPU
-        //! has AVX-512 F and DQ (`Isa::Avx512`).
+        //! Also depthwise rows at stride 1 (`depthwise_row`) and the first layer
+        //! (`stem_row`). Each output float gets the same FMAs in the same order as in the
+        //! AVX2 kernels, so the two give equal results. Safety as for the parent module,
+        //! plus: the CPU has AVX-512 F and DQ (`Isa::Avx512`).
 
         use std::arch::x86_64::*;
 
@@ -1173,15 +1183,6 @@ mod avx2 {
         dispatch!(pub(super) dispatch4, 2, [1 2 3 4 5 6 7 8 9 10 11 12]);
         dispatch!(pub(super) dispatch2, 1, [1 2 3 4 5 6 7 8 9 10 11 12]);
 
-        /// Blocks 2j and 2j + 1 of a tile's per-block vectors (`stride` floats apart,
-        /// `LANES` each) as one register.
-        #[inline(always)]
-        unsafe fn pair(at: *const f32, stride: usize, j: usize) -> __m512 {
-            let low = _mm256_loadu_ps(at.add(2 * j * stride));
-            let high = _mm256_loadu_ps(at.add((2 * j + 1) * stride));
-            _mm512_insertf32x8::<1>(_mm512_castps256_ps512(low), high)
-        }
-
         /// `P` output pixels of one row times `OB` registers (2 `OB` output blocks),
         /// their weights from `tile.paired`. `UNIT` as for the AVX2 tile.
         #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
@@ -1191,7 +1192,8 @@ mod avx2 {
         ) {
             let mut acc = [[_mm512_setzero_ps(); OB]; P];
             for (j, lane) in acc[0].iter_mut().enumerate() {
-                *lane = pair(tile.bias, LANES, j);
+                // Blocks 2j and 2j + 1: 16 neighbouring floats.
+                *lane = _mm512_loadu_ps(tile.bias.add(2 * j * LANES));
             }
             for p in 1..P {
                 acc[p] = acc[0];
@@ -1224,7 +1226,7 @@ mod avx2 {
                 }
             }
             for j in 0..OB {
-                let slope = pair(tile.slope, LANES, j);
+                let slope = _mm512_loadu_ps(tile.slope.add(2 * j * LANES));
                 for (p, pixel) in acc.iter().enumerate() {
                     let v = pixel[j];
                     let v = _mm512_max_ps(v, _mm512_mul_ps(v, slope));
@@ -1264,7 +1266,7 @@ mod avx2 {
         /// The leading pixels of one output row of a stride-1 depthwise layer, two per
         /// register: in this layout pixels x and x + 1 of a block are 16 neighbouring
         /// floats, and so are their windows' taps. Returns how many pixels it wrote
-        /// (an even count, the rest is the caller's). Each lane gets the AVX2 kernel's
+        /// (a multiple of eight, the rest is the caller's). Each lane gets the AVX2 kernel's
         /// FMAs in its order. `top`: the window row of pixel 0; `weights`: the block's 9
         /// taps; `dst`: output pixel 0. Safety as for the parent's `depthwise`.
         #[target_feature(enable = "avx512f,avx2,fma")]
@@ -1277,7 +1279,10 @@ mod avx2 {
             dst: *mut f32,
             width: usize,
         ) -> usize {
-            let double = |v: __m256| _mm512_insertf32x8::<1>(_mm512_castps256_ps512(v), v);
+            let double = |v: __m256| {
+                let v = _mm512_castps256_ps512(v);
+                _mm512_shuffle_f32x4::<0x44>(v, v)
+            };
             let w: [__m512; 9] =
                 std::array::from_fn(|tap| double(_mm256_loadu_ps(weights.add(tap * LANES))));
             let (bias, slope) = (double(bias), double(slope));
@@ -1556,8 +1561,10 @@ mod avx2 {
         });
         let groups = rgb.len() / 48;
         for g in 0..groups {
-            // SAFETY: group g reads bytes 48g..48g+48 of `rgb`; it writes floats 8g..8g+8
-            // (parity 1) and 8g+1..8g+9 (parity 0) of arrays of `half` > width / 2 >= 8g + 8.
+            // SAFETY: group g reads bytes 48g..48g+48 of `rgb` (16g + 16 <= pixels); it writes
+            // floats 8g..8g+8 (parity 1) and 8g+1..8g+9 (parity 0) of arrays of `half`
+            // floats, and 8g + 9 <= pixels / 2 + 1 <= half (the caller asserts pixels <=
+            // 2 (half - 1) and `out` = 6 `half` floats).
             let src = rgb.as_ptr().add(48 * g);
             let chunks: [__m128i; 3] =
                 std::array::from_fn(|j| _mm_loadu_si128(src.add(16 * j).cast()));

@@ -188,6 +188,8 @@ impl DepthwiseLayer {
 /// conv7x7_3 (16).
 struct Ssh {
     first: DenseLayer,
+    /// conv5X5_1's output channels, the first of `first`'s.
+    branch: usize,
     conv5_2: DenseLayer,
     conv7_2: DenseLayer,
     conv7_3: DenseLayer,
@@ -196,7 +198,7 @@ struct Ssh {
 impl Ssh {
     /// Blocks of conv5X5_1, the map's first.
     fn branch_blocks(&self) -> usize {
-        self.conv5_2.in_channels / LANES
+        self.branch / LANES
     }
     /// Channel blocks of the concat: the three branches side by side.
     fn out_blocks(&self) -> usize {
@@ -444,6 +446,7 @@ impl NativeNetwork {
             let name = |name: &str| conv_name(&format!("/ssh{n}/{name}/{name}.0"));
             Ok(Ssh {
                 first: dense_layer(&graph, &[&name("conv5X5_1"), &name("conv3X3")], 3)?,
+                branch: first.0.dims[0],
                 conv5_2: conv("conv5X5_2")?,
                 conv7_2: conv("conv7X7_2")?,
                 conv7_3: conv("conv7x7_3")?,
@@ -502,9 +505,10 @@ impl NativeNetwork {
             ok &= merge.in_channels == fpn && merge.out_blocks() * LANES == fpn;
         }
         for s in &self.ssh {
-            let branch = s.conv5_2.in_channels;
+            let branch = s.branch;
             ok &= s.first.in_channels == fpn
                 && branch.is_multiple_of(LANES)
+                && s.conv5_2.in_channels == branch
                 && s.first.out_blocks() > s.branch_blocks()
                 && s.conv7_2.in_channels == branch
                 && s.conv7_3.in_channels == s.conv7_2.out_blocks() * LANES
@@ -906,8 +910,9 @@ struct SshScratch {
 #[derive(Default)]
 struct Arena {
     shape: (usize, usize),
-    /// The padded input's plane, packed three floats per pixel (BGR, means removed);
-    /// only bands of it are ever filled.
+    /// The padded input's plane, three floats per pixel (BGR, means removed; packed,
+    /// or split by column parity for the AVX-512 first layer); only bands of it are
+    /// ever filled.
     image: Plane,
     /// One band scratch per thread of the first layers.
     bands: Vec<BandScratch>,
@@ -1198,8 +1203,30 @@ mod tests {
         compare(&native, &rten, &odd);
     }
 
+    /// The AVX-512 engine (its dense tiles, depthwise rows, split-input first layer)
+    /// gives the AVX2 engine's outputs bit for bit, on 1 and 2 threads.
     #[test]
-    fn one_thread_and_scalar_kernels_agree_with_avx2_on_two_threads() {
+    fn avx512_and_avx2_engines_give_equal_bits() {
+        if !Isa::available().contains(&Isa::Avx512) {
+            eprintln!("no AVX-512 here: nothing to compare");
+            return;
+        }
+        // An odd size: padding right of and below the image.
+        let image = photo("known_counts/fr_two_people.jpg");
+        let image = image::imageops::crop_imm(&image, 3, 5, 401, 257).to_image();
+        for threads in [1, 2] {
+            let wide = NativeNetwork::load_with(model_onnx(), Some(threads), Isa::Avx512).unwrap();
+            let narrow =
+                NativeNetwork::load_with(model_onnx(), Some(threads), Isa::Avx2Fma).unwrap();
+            assert!(
+                wide.infer(&image).unwrap() == narrow.infer(&image).unwrap(),
+                "{threads} threads"
+            );
+        }
+    }
+
+    #[test]
+    fn one_thread_and_scalar_kernels_agree_with_the_best_isa_on_two_threads() {
         let image = photo("known_counts/fr_two_people.jpg");
         let two = NativeNetwork::load(model_onnx(), Some(2)).unwrap();
         let scalar = NativeNetwork::load_with(model_onnx(), Some(1), Isa::Scalar).unwrap();
