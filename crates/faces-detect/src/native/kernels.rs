@@ -1061,6 +1061,54 @@ mod avx2 {
         // the first; the tile's others are in the same row, x < width.
     }
 
+    impl DenseArgs {
+        /// Floats from one pixel's input to the next, a constant where `UNIT`.
+        #[inline(always)]
+        fn step<const UNIT: bool>(&self) -> usize {
+            if UNIT {
+                LANES
+            } else {
+                self.stride * self.in_lanes
+            }
+        }
+    }
+
+    /// Calls `channel(src, w)` for every tap and input channel of a tile, in the order
+    /// the tiles' FMAs follow: `src` is that channel's input at the tile's first pixel
+    /// (the tile's window starts at `tile_src`), `w` its weights, `w_step` floats after
+    /// the previous channel's, from `weights`.
+    #[inline(always)]
+    unsafe fn each_channel(
+        args: &DenseArgs,
+        tile_src: *const f32,
+        weights: *const f32,
+        w_step: usize,
+        mut channel: impl FnMut(*const f32, *const f32),
+    ) {
+        let mut w = weights;
+        for ky in 0..args.kernel {
+            for kx in 0..args.kernel {
+                let tap_src = tile_src.add(ky * args.in_row + kx * args.in_lanes);
+                for ib in 0..args.in_blocks {
+                    let src = tap_src.add(ib * args.in_plane_len);
+                    let lanes = (args.in_channels - ib * args.in_lanes).min(args.in_lanes);
+                    // A constant count where the block is whole, so it unrolls.
+                    if lanes == LANES {
+                        for c in 0..LANES {
+                            channel(src.add(c), w);
+                            w = w.add(w_step);
+                        }
+                    } else {
+                        for c in 0..lanes {
+                            channel(src.add(c), w);
+                            w = w.add(w_step);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// One tile's pointers: input window of its first pixel, its output block's
     /// weights (and paired weights, for the AVX-512 tiles), bias, slope, and the output pixel.
     struct Tile {
@@ -1104,32 +1152,10 @@ mod avx2 {
         for p in 1..P {
             acc[p] = acc[0];
         }
-        let step = if UNIT {
-            LANES
-        } else {
-            args.stride * args.in_lanes
-        };
-        let mut w = tile.weights;
-        for ky in 0..args.kernel {
-            for kx in 0..args.kernel {
-                let tap_src = tile.src.add(ky * args.in_row + kx * args.in_lanes);
-                for ib in 0..args.in_blocks {
-                    let src = tap_src.add(ib * args.in_plane_len);
-                    let lanes = (args.in_channels - ib * args.in_lanes).min(args.in_lanes);
-                    if lanes == LANES {
-                        for c in 0..LANES {
-                            fma_channel::<P, OB>(&mut acc, src.add(c), w, args.w_block, step);
-                            w = w.add(LANES);
-                        }
-                    } else {
-                        for c in 0..lanes {
-                            fma_channel::<P, OB>(&mut acc, src.add(c), w, args.w_block, step);
-                            w = w.add(LANES);
-                        }
-                    }
-                }
-            }
-        }
+        let step = args.step::<UNIT>();
+        each_channel(args, tile.src, tile.weights, LANES, |src, w| {
+            fma_channel::<P, OB>(&mut acc, src, w, args.w_block, step)
+        });
         for j in 0..OB {
             let slope = _mm256_loadu_ps(tile.slope.add(j * LANES));
             for (p, pixel) in acc.iter().enumerate() {
@@ -1175,7 +1201,7 @@ mod avx2 {
         use std::arch::x86_64::*;
 
         use super::super::{Dense, LANES};
-        use super::{DenseArgs, Tile};
+        use super::{each_channel, DenseArgs, Tile};
 
         /// Output pixels per tile: 12 x 2 accumulators + 2 weights + a broadcast <= 32.
         pub(super) const PIXELS: usize = 12;
@@ -1198,33 +1224,11 @@ mod avx2 {
             for p in 1..P {
                 acc[p] = acc[0];
             }
-            let step = if UNIT {
-                LANES
-            } else {
-                args.stride * args.in_lanes
-            };
-            let mut w = tile.paired;
-            for ky in 0..args.kernel {
-                for kx in 0..args.kernel {
-                    let tap_src = tile.src.add(ky * args.in_row + kx * args.in_lanes);
-                    for ib in 0..args.in_blocks {
-                        let src = tap_src.add(ib * args.in_plane_len);
-                        let lanes = (args.in_channels - ib * args.in_lanes).min(args.in_lanes);
-                        // A constant count where the block is whole, so it unrolls.
-                        if lanes == LANES {
-                            for c in 0..LANES {
-                                fma_channel(&mut acc, src.add(c), w, args.w_block, step);
-                                w = w.add(2 * LANES);
-                            }
-                        } else {
-                            for c in 0..lanes {
-                                fma_channel(&mut acc, src.add(c), w, args.w_block, step);
-                                w = w.add(2 * LANES);
-                            }
-                        }
-                    }
-                }
-            }
+            let step = args.step::<UNIT>();
+            // Paired weights: a pair's 16 floats per input channel.
+            each_channel(args, tile.src, tile.paired, 2 * LANES, |src, w| {
+                fma_channel(&mut acc, src, w, args.w_block, step)
+            });
             for j in 0..OB {
                 let slope = _mm512_loadu_ps(tile.slope.add(2 * j * LANES));
                 for (p, pixel) in acc.iter().enumerate() {

@@ -645,11 +645,7 @@ impl NativeNetwork {
                 // `kernels::stem`), elsewhere packed.
                 let split = isa == Isa::Avx512;
                 timed(LayerKind::Other, 0, &mut || {
-                    if split {
-                        fill_split_input(isa, rgb, size, band.input, input)
-                    } else {
-                        fill_input(isa, rgb, size, band.input, input)
-                    }
+                    fill_input(isa, split, rgb, size, band.input, input)
                 });
                 let stem_rows = band.stem.interior_rows();
                 let n = macs(
@@ -1083,34 +1079,12 @@ fn zero_border(data: &mut [f32], plane: Plane, blocks: usize) {
     }
 }
 
-/// Writes the image rows that `window` stores into `data` (one packed block): BGR,
-/// means removed, zeros right of and below the image and in the border.
+/// Writes the rows that `window` stores into `data` (one block of three floats per
+/// pixel): the image's BGR, means removed, zeros in the border and right of and below
+/// the image; `split` in the layout [`kernels::stem`] reads, else packed.
 fn fill_input(
     isa: Isa,
-    rgb: &[u8],
-    (width, height): (usize, usize),
-    window: Plane,
-    data: &mut [f32],
-) {
-    let row_len = window.row_len();
-    let rows = window.interior_rows();
-    let first = (rows.start + 1 - window.first_row) * row_len;
-    for (y, row) in rows.zip(data[first..].chunks_exact_mut(row_len)) {
-        let row = &mut row[3..][..window.width * 3];
-        if y >= height {
-            row.fill(0.0);
-            continue;
-        }
-        let (image, padding) = row.split_at_mut(width * 3);
-        kernels::bgr_row(isa, &rgb[y * width * 3..][..width * 3], MEAN_BGR, image);
-        padding.fill(0.0);
-    }
-    zero_border(data, window, 1);
-}
-
-/// As [`fill_input`], in the split layout [`kernels::stem`] reads (same length).
-fn fill_split_input(
-    isa: Isa,
+    split: bool,
     rgb: &[u8],
     (width, height): (usize, usize),
     window: Plane,
@@ -1118,11 +1092,20 @@ fn fill_split_input(
 ) {
     let row_len = window.row_len();
     for (r, row) in window.bordered_rows().zip(data.chunks_exact_mut(row_len)) {
+        // Bordered row r is image row r - 1.
         if r == 0 || r > height {
             row.fill(0.0);
+            continue;
+        }
+        let source = &rgb[(r - 1) * width * 3..][..width * 3];
+        if split {
+            kernels::split_row(isa, source, MEAN_BGR, row);
         } else {
-            let y = r - 1;
-            kernels::split_row(isa, &rgb[y * width * 3..][..width * 3], MEAN_BGR, row);
+            let (border, pixels) = row.split_at_mut(3);
+            let (image, right) = pixels.split_at_mut(width * 3);
+            border.fill(0.0);
+            kernels::bgr_row(isa, source, MEAN_BGR, image);
+            right.fill(0.0);
         }
     }
 }
