@@ -27,7 +27,7 @@ mod native;
 mod onnxruntime;
 mod retinaface;
 
-pub use decode::{decode, probe, DecodeLimits, ImageInfo};
+pub use decode::{decode, decode_bytes, probe, DecodeLimits, ImageInfo};
 pub use detector::{Detector, DetectorConfig, Engine, Mode};
 pub use draw::{box_thickness, draw_faces, encode_jpeg, encode_jpeg_reference, mark_faces};
 pub use error::DetectError;

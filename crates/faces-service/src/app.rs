@@ -16,7 +16,7 @@ use crate::feed::Feed;
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::store::Store;
-use crate::{api, notify, retention, server, worker};
+use crate::{api, leftovers, notify, retention, server, worker};
 
 /// Finished ids kept for slow waiters; one that falls behind re-reads the database.
 const FINISHED_BACKLOG: usize = 1024;
@@ -60,6 +60,7 @@ impl App {
         let db = Db::connect(&config.database_url())
             .await
             .context("opening database")?;
+        sweep_leftovers(&config, &db, &store, &uploads_dir).await;
         let listener = match role {
             Role::Serve => Some(
                 TcpListener::bind((config.host, config.port))
@@ -89,6 +90,7 @@ impl App {
             ),
             client_address,
             decodes: Arc::new(Semaphore::new(config.max_concurrent_decodes.max(1))),
+            budget: crate::budget::MemoryBudget::new(config.memory_budget),
             finished: tokio::sync::broadcast::channel(FINISHED_BACKLOG).0,
             relayed: tokio::sync::Mutex::new(relayed),
             config,
@@ -172,6 +174,38 @@ impl App {
         }
         self.state.db.close().await;
         tracing::info!("faces stopped");
+    }
+}
+
+/// Removes what an earlier run's crash left: before anything is served, so that
+/// nothing of this run's is mistaken for it.
+async fn sweep_leftovers(config: &Config, db: &Db, store: &Store, uploads_dir: &std::path::Path) {
+    let local = matches!(store, Store::Local(_)).then_some(config.data_dir.as_path());
+    let temporary = leftovers::remove_temporary(uploads_dir, local).await;
+    // On SQLite this process is the only writer: every file from before it started
+    // without a row is an orphan. On PostgreSQL another node may be mid-upload.
+    let cutoff = match db.dialect() {
+        Dialect::Sqlite => chrono::Utc::now(),
+        Dialect::Postgres => chrono::Utc::now() - leftovers::ORPHAN_AGE,
+    };
+    let orphans = {
+        let (db, store) = (db.clone(), store.clone());
+        async move {
+            match leftovers::remove_orphans(&db, &store, cutoff).await {
+                Ok(0) => {}
+                Ok(orphans) => tracing::info!(orphans, "removed files no submission names"),
+                Err(error) => tracing::warn!(%error, "could not sweep orphaned files"),
+            }
+        }
+    };
+    // A local folder is walked at once; a bucket may be large, so it is listed
+    // in the background.
+    match store {
+        Store::Local(_) => orphans.await,
+        Store::S3(_) => drop(tokio::spawn(orphans)),
+    }
+    if temporary > 0 {
+        tracing::info!(temporary, "removed temporary files a crash left behind");
     }
 }
 

@@ -57,6 +57,10 @@ pub struct Config {
     /// Minimum face score (0..1).
     #[arg(long, env = "FACES_SCORE_THRESHOLD", default_value_t = 0.5)]
     pub score_threshold: f32,
+    /// Faces kept per photo, the highest scores first: bounds the answer, the feed
+    /// message and the marked copy whatever threshold a request asks for.
+    #[arg(long, env = "FACES_MAX_FACES", default_value_t = 300)]
+    pub max_faces: usize,
     /// NMS IoU threshold.
     #[arg(long, env = "FACES_NMS_THRESHOLD", default_value_t = 0.4)]
     pub nms_threshold: f32,
@@ -155,9 +159,15 @@ pub struct Config {
     )]
     pub max_concurrent_uploads_per_address: usize,
     /// Images decoded and detected at once by this node, whatever the worker count
-    /// (each may hold up to `max-pixels` x 3 bytes).
+    /// (the CPUs' bound; `--memory-budget` bounds their memory).
     #[arg(long, env = "FACES_MAX_CONCURRENT_DECODES", default_value_t = cores())]
     pub max_concurrent_decodes: usize,
+    /// Memory for photos being processed at once (`512MiB`, `1GiB`, …): each is
+    /// admitted by its real cost (file, decoded pixels at their bit depth and
+    /// channels, the RGB copy, the marked JPEG) and waits while the budget is spent;
+    /// an upload costing more than all of it gets `413`.
+    #[arg(long, env = "FACES_MEMORY_BUDGET", default_value = "1GiB", value_parser = crate::budget::parse_size)]
+    pub memory_budget: u64,
     /// Remove submissions, their jobs and files older than this (e.g. `30d`, `12h`);
     /// off when unset. Jobs still queued or running are never removed.
     #[arg(long, env = "FACES_RETENTION", value_parser = humantime::parse_duration)]

@@ -6,6 +6,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+pub use crate::fault::Fault;
+
+/// `Retry-After` while a database or object store is busy or unreachable.
+const UNAVAILABLE_RETRY_SECS: u64 = 5;
+/// `Retry-After` while the disk is full: space comes back by an operator's hand.
+const NO_SPACE_RETRY_SECS: u64 = 60;
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -40,6 +47,37 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "detail", "Not found.")
     }
 
+    /// A storage or database failure, answered by what it is (see [`Fault`]): `507`
+    /// for no space, `503` with `Retry-After` for a busy or unreachable back end.
+    /// `field` is the error body's key (`image` on uploads).
+    pub fn fault(field: &'static str, fault: Fault, error: impl std::fmt::Display) -> Self {
+        let (status, message, retry) = match fault {
+            Fault::NoSpace => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                messages::NO_SPACE,
+                NO_SPACE_RETRY_SECS,
+            ),
+            Fault::Database => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                messages::DATABASE_UNAVAILABLE,
+                UNAVAILABLE_RETRY_SECS,
+            ),
+            Fault::Storage => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                messages::STORAGE_UNAVAILABLE,
+                UNAVAILABLE_RETRY_SECS,
+            ),
+            Fault::Other => return Self::internal(error),
+        };
+        crate::fault::warn_limited(fault, &error);
+        Self::new(status, field, message).retry_after(retry)
+    }
+
+    /// A database error on a request: see [`ApiError::fault`].
+    pub fn database(field: &'static str, error: sqlx::Error) -> Self {
+        Self::fault(field, Fault::of_database(&error), error)
+    }
+
     /// A failure of ours: logged in full, answered without internals.
     pub fn internal(error: impl std::fmt::Display) -> Self {
         tracing::error!(%error, "internal error");
@@ -64,7 +102,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Messages of SPEC section 2, word for word.
+/// The answers' sentences: the reference API's validation messages word for word,
+/// then this service's own.
 pub mod messages {
     pub const NO_FILE: &str = "No file was submitted.";
     pub const EMPTY: &str = "The submitted file is empty.";
@@ -72,6 +111,11 @@ pub mod messages {
         "The submitted data was not a file. Check the encoding type on the form.";
     pub const INVALID_IMAGE: &str =
         "Upload a valid image. The file you uploaded was either not an image or a corrupted image.";
+    pub const NO_SPACE: &str =
+        "There is no space left to store this upload. Please try again later.";
+    pub const DATABASE_UNAVAILABLE: &str =
+        "The database is busy or unreachable. Please try again shortly.";
+    pub const STORAGE_UNAVAILABLE: &str = "Storage is unreachable. Please try again shortly.";
     pub const ALLOWED: [&str; 4] = ["gif", "jpg", "jpeg", "png"];
 
     pub fn extension_not_allowed(extension: &str) -> String {

@@ -14,10 +14,13 @@
 
 pub mod api;
 pub mod app;
+pub mod budget;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod fault;
 pub mod feed;
+pub mod leftovers;
 pub mod metrics;
 pub mod notify;
 pub mod retention;

@@ -32,7 +32,7 @@ pub enum Stage {
     Lookup,
     /// Reading the original from storage.
     Read,
-    /// Waiting for a decode permit (`--max-concurrent-decodes`).
+    /// Waiting for memory (`--memory-budget`) and a decode permit (`--max-concurrent-decodes`).
     Wait,
     Decode,
     Detect,

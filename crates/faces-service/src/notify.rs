@@ -15,6 +15,7 @@ use sqlx::postgres::PgListener;
 use uuid::Uuid;
 
 use crate::db::Dialect;
+use crate::fault::{warn_limited, Fault};
 use crate::feed::Detection;
 use crate::state::AppState;
 use crate::submission::{timestamp, Submission};
@@ -60,9 +61,8 @@ pub async fn relay(state: &AppState) {
     loop {
         let events = match state.db.events_after(*relayed, RELAY_BATCH).await {
             Ok(events) => events,
-            Err(error) => {
-                return tracing::warn!(%error, "could not read the outbox; will retry");
-            }
+            // Relayed again on the next tick; one warning per interval while it lasts.
+            Err(error) => return warn_limited(Fault::of_database(&error), &error),
         };
         let full = events.len() as i64 == RELAY_BATCH;
         for (seq, submission) in events {
@@ -130,7 +130,7 @@ pub async fn listen(state: Arc<AppState>, url: String, events: bool) {
         let mut listener = match PgListener::connect(&url).await {
             Ok(listener) => listener,
             Err(error) => {
-                tracing::warn!(%error, "could not listen for notifications; retrying");
+                warn_limited(Fault::of_database(&error), &error);
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                     _ = shutdown.wait_for(|s| *s) => return,

@@ -1,7 +1,8 @@
 //! Retention: a periodic sweep that removes submissions older than the configured
 //! age, their jobs and their files. Only finished work goes; a queued or running
 //! job is never touched. Rows go first, then files, so a crash in between leaves
-//! at worst an orphaned file, never a record pointing at nothing.
+//! at worst an orphaned file, never a record pointing at nothing; each sweep then
+//! removes such orphans (see [`crate::leftovers`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +68,11 @@ pub async fn sweep(
         if (batch.len() as i64) < BATCH || removed_in_batch == 0 {
             break;
         }
+    }
+    let cutoff = Utc::now() - crate::leftovers::ORPHAN_AGE;
+    let orphans = crate::leftovers::remove_orphans(&state.db, &state.store, cutoff).await?;
+    if orphans > 0 {
+        tracing::info!(orphans, "retention removed files no submission names");
     }
     Ok(removed)
 }

@@ -35,8 +35,10 @@ pub struct AppState {
     pub admission: Admission,
     /// How a request's client address is found (peer, or a trusted proxy's header).
     pub client_address: ClientAddress,
-    /// Permits for images held decoded in memory at once.
+    /// Permits for images decoded and detected at once (CPU).
     pub decodes: Arc<Semaphore>,
+    /// Memory for the photos being processed (see [`crate::budget`]).
+    pub budget: crate::budget::MemoryBudget,
     /// The id of each submission that finished (done or failed), on any node:
     /// what `POST /image/?wait=N` waits on.
     pub finished: broadcast::Sender<Uuid>,

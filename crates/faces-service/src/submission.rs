@@ -88,6 +88,9 @@ pub struct Submission {
     pub error: Option<String>,
     pub attempts: i64,
     pub options: Options,
+    /// Bytes of memory processing it holds at its peak (see [`crate::budget`]);
+    /// `None` for rows from before it was recorded.
+    pub decode_bytes: Option<i64>,
 }
 
 /// How a submission is detected: the server's defaults or the request's own.

@@ -11,6 +11,7 @@ use faces_detect::{decode, encode_jpeg, mark_faces, DecodeLimits, DetectError, D
 use tokio::sync::watch;
 
 use crate::db::ClaimedJob;
+use crate::fault::Fault;
 use crate::metrics::{Metrics, Stage};
 use crate::state::AppState;
 use crate::store::{processed_key, StoreError};
@@ -23,20 +24,47 @@ const POLL_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 struct JobError {
     message: String,
-    permanent: bool,
+    kind: Failure,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// The photo itself is the problem: trying again cannot help.
+    Permanent,
+    /// Something went wrong with this attempt: try again, a limited number of times.
+    Transient,
+    /// The disk is full, or the database or storage is unavailable: not the photo's
+    /// fault, so the attempt is not counted and the job waits until it clears.
+    Fault,
 }
 
 impl JobError {
     fn transient(message: impl std::fmt::Display) -> Self {
         Self {
             message: message.to_string(),
-            permanent: false,
+            kind: Failure::Transient,
         }
     }
     fn permanent(message: impl std::fmt::Display) -> Self {
         Self {
             message: message.to_string(),
-            permanent: true,
+            kind: Failure::Permanent,
+        }
+    }
+    fn database(error: sqlx::Error) -> Self {
+        Self::classified(Fault::of_database(&error), error)
+    }
+    fn store(error: StoreError) -> Self {
+        Self::classified(Fault::of_store(&error), error)
+    }
+    fn classified(fault: Fault, error: impl std::fmt::Display) -> Self {
+        if fault == Fault::Other {
+            return Self::transient(error);
+        }
+        crate::fault::warn_limited(fault, &error);
+        Self {
+            message: error.to_string(),
+            kind: Failure::Fault,
         }
     }
 }
@@ -87,8 +115,13 @@ pub async fn run(
                 }
             }
             Err(error) => {
-                tracing::warn!(%error, "worker {number}: could not claim a job");
-                tokio::time::sleep(POLL_INTERVAL).await;
+                // Every worker polls each second while the database is away: one
+                // warning per fault and interval, not one per worker and second.
+                crate::fault::warn_limited(Fault::of_database(&error), &error);
+                tokio::select! {
+                    _ = tokio::time::sleep(POLL_INTERVAL) => {}
+                    _ = shutdown.changed() => {}
+                }
             }
         }
     }
@@ -127,9 +160,7 @@ async fn process(
                     Ok(false) => {
                         return tracing::warn!(id = %job.submission_id, "lost the job's lease")
                     }
-                    Err(error) => {
-                        tracing::warn!(id = %job.submission_id, %error, "could not renew lease")
-                    }
+                    Err(error) => crate::fault::warn_limited(Fault::of_database(&error), &error),
                 }
             }
         })
@@ -162,7 +193,17 @@ async fn process(
             }
             Err(error) => Err(error),
         },
-        Err(error) if error.permanent || job.attempts >= max_attempts => {
+        Err(error) if error.kind == Failure::Fault => {
+            state.metrics.jobs_retried();
+            let delay = state.config.retry_delay(1);
+            tracing::debug!(%id, error = %error.message, "job waits for a fault to clear");
+            state
+                .db
+                .retry_job(&job, &error.message, Utc::now() + delay, false)
+                .await
+                .map(|_| ())
+        }
+        Err(error) if error.kind == Failure::Permanent || job.attempts >= max_attempts => {
             state.metrics.jobs_failed();
             tracing::warn!(%id, attempts = job.attempts, error = %error.message, "job failed");
             let failed = state.db.fail_job(&job, &error.message).await;
@@ -179,14 +220,17 @@ async fn process(
             let run_at = Utc::now() + delay;
             state
                 .db
-                .retry_job(&job, &error.message, run_at)
+                .retry_job(&job, &error.message, run_at, true)
                 .await
                 .map(|_| ())
         }
     };
     if let Err(error) = recorded {
         // The lease will run out and another attempt will pick the job up.
-        tracing::error!(%id, %error, "could not record the job's result");
+        match Fault::of_database(&error) {
+            Fault::Other => tracing::error!(%id, %error, "could not record the job's result"),
+            fault => crate::fault::warn_limited(fault, &error),
+        }
     }
 }
 
@@ -202,7 +246,7 @@ async fn attempt(
         .db
         .submission(job.submission_id)
         .await
-        .map_err(JobError::transient)?
+        .map_err(JobError::database)?
         .ok_or_else(|| JobError::permanent("submission disappeared"))?;
     let target = processed_key(submission.id);
 
@@ -210,7 +254,7 @@ async fn attempt(
         .db
         .done_with_hash(&submission)
         .await
-        .map_err(JobError::transient)?;
+        .map_err(JobError::database)?;
     metrics.job_stage(Stage::Lookup, looking_up.elapsed());
     if let Some(earlier) = earlier {
         let copied = match &earlier.processed_key {
@@ -238,30 +282,57 @@ async fn attempt(
                 tracing::info!(id = %submission.id, earlier = %earlier.id, %key,
                     "the earlier result's image is gone; detecting again")
             }
-            Err(error) => return Err(JobError::transient(error)),
+            Err(error) => return Err(JobError::store(error)),
         }
     }
 
+    // Held from before the file is read until the marked copy is stored: the
+    // photo's whole stay in memory counts against the budget.
+    let worst_case = || {
+        let (width, height) = (
+            submission.width.unwrap_or(0),
+            submission.height.unwrap_or(0),
+        );
+        // A row from before costs were recorded: 16-bit RGBA, the dearest format.
+        submission.byte_size + width * height * (8 + 3)
+    };
+    let cost = submission.decode_bytes.unwrap_or_else(worst_case).max(0) as u64;
+    let reserving = Instant::now();
+    let _reserved = state.budget.reserve(cost).await;
+    let reserved_after = reserving.elapsed();
     let original = timed(
         metrics,
         Stage::Read,
         state.store.get(&submission.original_key),
     )
     .await
-    .map_err(JobError::transient)?;
+    .map_err(JobError::store)?;
     let limits = DecodeLimits {
         max_pixels: state.config.max_pixels,
     };
     let detector = detector.clone();
     let options = submission.options;
+    let max_faces = state.config.max_faces;
     // Bounds how many decoded images sit in memory at once, whatever the worker count.
-    let decoding = timed(metrics, Stage::Wait, state.decodes.clone().acquire_owned())
+    let waiting = Instant::now();
+    let decoding = state
+        .decodes
+        .clone()
+        .acquire_owned()
         .await
         .map_err(JobError::transient)?;
+    metrics.job_stage(Stage::Wait, reserved_after + waiting.elapsed());
     let blocking_metrics = metrics.clone();
     let (width, height, faces, marked) = tokio::task::spawn_blocking(move || {
         let _decoding = decoding;
-        detect(&detector, &original, options, &limits, &blocking_metrics)
+        detect(
+            &detector,
+            &original,
+            options,
+            max_faces,
+            &limits,
+            &blocking_metrics,
+        )
     })
     .await
     .map_err(JobError::transient)??;
@@ -269,7 +340,7 @@ async fn attempt(
         Some(jpeg) => {
             timed(metrics, Stage::Store, state.store.put(&target, jpeg))
                 .await
-                .map_err(JobError::transient)?;
+                .map_err(JobError::store)?;
             Some(target)
         }
         None => None,
@@ -307,6 +378,7 @@ fn detect(
     detector: &Detector,
     original: &[u8],
     options: Options,
+    max_faces: usize,
     limits: &DecodeLimits,
     metrics: &Metrics,
 ) -> Result<Detected, JobError> {
@@ -318,9 +390,12 @@ fn detect(
             other => JobError::transient(other),
         })?;
     let started = Instant::now();
-    let faces = detector
+    let mut faces = detector
         .detect_with(&image, options.mode, options.threshold as f32)
         .map_err(JobError::transient)?;
+    // Threshold 0 on a portrait finds thousands of "faces": keep the best.
+    faces.sort_by(|a, b| b.score.total_cmp(&a.score));
+    faces.truncate(max_faces.max(1));
     metrics.detection_seconds(started.elapsed());
     metrics.job_stage(Stage::Detect, started.elapsed());
     let (width, height) = image.dimensions();

@@ -365,8 +365,11 @@ function connect() {
     addCard(msg);
     settle(msg.id, msg);
   };
-  ws.onclose = () => {
+  ws.onclose = (e) => {
     setFeed('reconnecting');
+    // 4409: our lastSeq is beyond the server's newest (its database was restored
+    // or replaced): start afresh, and let the recent list fill the page.
+    if (e.code === 4409) lastSeq = null;
     // Jitter, so that many pages do not all reconnect in the same instant
     // after a server restart.
     setTimeout(connect, retryDelay * (0.8 + Math.random() * 0.4));

@@ -20,6 +20,10 @@ use crate::state::AppState;
 /// Outbox rows read per query while replaying.
 const REPLAY_BATCH: i64 = 256;
 
+/// Close code for an `after` beyond the newest event's `seq` (an application code:
+/// 4000-4999), chosen after HTTP's 409 Conflict.
+pub const AFTER_BEYOND_NEWEST: u16 = 4409;
+
 const PING_EVERY: Duration = Duration::from_secs(30);
 /// A client that cannot take a message within this long is dropped.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,7 +33,9 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// One text message, a `Detection`, per photo in which faces were found. With
 /// `?after=<seq>` the retained events after that `seq` come first, in order, then
 /// the live ones, with no gap and no duplicate between them: a client that
-/// reconnects with the last `seq` it saw misses nothing. The API key may be given
+/// reconnects with the last `seq` it saw misses nothing. An `after` beyond the
+/// newest `seq` (the database was restored or replaced) is closed at once with
+/// code 4409: the client starts afresh without `after`. The API key may be given
 /// as `?api_key=`: browsers cannot set headers on WebSockets.
 #[utoipa::path(
     get,
@@ -77,6 +83,33 @@ async fn client(state: Arc<AppState>, socket: WebSocket, after: Option<i64>) {
     let (mut events, _guard) = state.feed.subscribe();
     let mut sent = 0;
     if let Some(after) = after {
+        // A seq the outbox never reached (a restored or replaced database) would
+        // wait forever for events that were numbered already: tell the client.
+        match state.db.last_event_seq().await {
+            Ok(newest) if after > newest => {
+                let reason = format!(
+                    "after {after} is beyond the newest seq {newest}; reconnect without after"
+                );
+                let _ = sender
+                    .send(Message::Close(Some(CloseFrame {
+                        code: AFTER_BEYOND_NEWEST,
+                        reason: reason.into(),
+                    })))
+                    .await;
+                return;
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "could not read the outbox for a replay");
+                let _ = sender
+                    .send(Message::Close(Some(CloseFrame {
+                        code: close_code::ERROR,
+                        reason: "could not replay; reconnect".into(),
+                    })))
+                    .await;
+                return;
+            }
+        }
         match replay(&state, &mut sender, after).await {
             Ok(last) => sent = last,
             Err(()) => return,

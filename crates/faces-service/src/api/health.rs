@@ -16,15 +16,28 @@ pub async fn healthcheck() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "OK")
 }
 
-/// Readiness: the database answers and storage takes a write.
+/// How long each readiness probe may take.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Readiness: the database and storage each take a write within 2 s.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = crate::api::openapi::Readiness),
-        (status = 503, description = "The database or storage is unreachable", body = crate::api::openapi::Readiness),
+        (status = 503, description = "The database or storage refuses writes (full disk, lock held elsewhere) or is unreachable", body = crate::api::openapi::Readiness),
     ))]
 pub async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    let database = state.db.check().await.map_err(|e| e.to_string());
-    let storage = state.store.check().await.map_err(|e| e.to_string());
+    // A probe that waits out a 5 s busy timeout is itself the answer: not ready.
+    let timed_out = || format!("no answer within {} s", READY_TIMEOUT.as_secs());
+    let (database, storage) = tokio::join!(
+        tokio::time::timeout(READY_TIMEOUT, state.db.check()),
+        tokio::time::timeout(READY_TIMEOUT, state.store.check()),
+    );
+    let database = database
+        .map_err(|_| timed_out())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    let storage = storage
+        .map_err(|_| timed_out())
+        .and_then(|r| r.map_err(|e| e.to_string()));
     let status = if database.is_ok() && storage.is_ok() {
         StatusCode::OK
     } else {

@@ -84,7 +84,11 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<SubmissionView>, ApiError> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found())?;
-    let submission = state.db.submission(id).await.map_err(ApiError::internal)?;
+    let submission = state
+        .db
+        .submission(id)
+        .await
+        .map_err(|e| ApiError::database("detail", e))?;
     let submission = submission.ok_or_else(ApiError::not_found)?;
     Ok(Json(SubmissionView::new(
         submission,
@@ -147,7 +151,7 @@ pub async fn list(
         .db
         .list_submissions(limit, before)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(|e| ApiError::database("detail", e))?;
     let next_before = (submissions.len() as i64 == limit)
         .then(|| submissions.last().map(|s| s.id))
         .flatten();

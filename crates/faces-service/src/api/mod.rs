@@ -8,6 +8,7 @@ mod images;
 pub mod limits;
 pub mod openapi;
 mod page;
+mod part_headers;
 mod png_structure;
 mod processed;
 mod request_options;
@@ -26,6 +27,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
@@ -69,6 +71,11 @@ pub fn router(state: Arc<AppState>, socket_io: socketioxide::layer::SocketIoLaye
             auth::require_key,
         ))
         .layer(cors(&state.config.cors_origins))
+        // Marked copies and pages are what they say they are: no browser sniffing.
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
         // Outside auth and CORS, so that 401s and preflights are counted too.
         .layer(middleware::from_fn_with_state(state.clone(), count_request))
         .layer(

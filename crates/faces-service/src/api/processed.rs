@@ -7,7 +7,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Fault};
 use crate::state::AppState;
 use crate::store::{processed_key, StoreError};
 
@@ -80,6 +80,6 @@ pub async fn serve(
         )
             .into_response()),
         Err(StoreError::NotFound(_)) => Err(ApiError::not_found()),
-        Err(other) => Err(ApiError::internal(other)),
+        Err(other) => Err(ApiError::fault("detail", Fault::of_store(&other), other)),
     }
 }

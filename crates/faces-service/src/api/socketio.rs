@@ -31,7 +31,12 @@ pub async fn relay(feed: Feed, io: SocketIo) {
     loop {
         match events.recv().await {
             Ok(event) => {
-                if let Err(error) = io.emit("upload", &*event.image_path).await {
+                // `of`, not `emit`: once shutdown has closed the namespace, `emit`
+                // panics, and a job finishing during shutdown still announces.
+                let Some(namespace) = io.of("/") else {
+                    return;
+                };
+                if let Err(error) = namespace.emit("upload", &*event.image_path).await {
                     tracing::debug!(%error, "socket.io emit failed");
                 }
             }

@@ -24,7 +24,7 @@ use uuid::Uuid;
 use super::images::SubmissionView;
 use super::png_structure::{PngStructure, Verdict};
 use super::request_options::{Requested, MAX_FIELD_BYTES, OPTION_FIELDS};
-use crate::error::{messages, ApiError};
+use crate::error::{messages, ApiError, Fault};
 use crate::state::AppState;
 use crate::store::original_key;
 use crate::submission::{Status, Submission};
@@ -90,11 +90,13 @@ struct Received {
         (status = 202, description = "Accepted and queued", body = Accepted),
         (status = 400, description = "No file, an empty file, not a file, not a valid image, an extension not allowed, or too many pixels (keyed `image`); a bad `wait`, `mode` or `threshold` (keyed by its name)", body = crate::api::openapi::ErrorBody),
         (status = 401, description = "API keys are configured and none valid was given", body = crate::api::openapi::ErrorBody),
-        (status = 413, description = "Over the byte limit", body = crate::api::openapi::ErrorBody),
+        (status = 413, description = "Over the byte limit, or decoding it would need more than the whole memory budget", body = crate::api::openapi::ErrorBody),
         (status = 415, description = "Not multipart/form-data", body = crate::api::openapi::ErrorBody),
         (status = 429, description = "Too many uploads from this address", body = crate::api::openapi::ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 503, description = "This node is receiving too many uploads at once", body = crate::api::openapi::ErrorBody,
+        (status = 503, description = "This node is receiving too many uploads at once, or the database or storage is busy or unreachable", body = crate::api::openapi::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 507, description = "No space left to store the upload", body = crate::api::openapi::ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ),
     security((), ("bearer" = []))
@@ -249,6 +251,13 @@ async fn accept(
         .next()
         .unwrap_or_default()
         .to_owned();
+    let request = match super::part_headers::boundary(&full_content_type(&request)) {
+        Some(boundary) => {
+            let (parts, body) = request.into_parts();
+            Request::from_parts(parts, super::part_headers::guard(body, &boundary))
+        }
+        None => request,
+    };
     let multipart = Multipart::from_request(request, &()).await.map_err(|_| {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -270,10 +279,22 @@ async fn accept(
         received.file_name.clone(),
         received.png,
     );
-    let (extension, width, height) =
+    let (extension, width, height, decode_bytes) =
         tokio::task::spawn_blocking(move || validate(&path, &name, png, &limits))
             .await
             .map_err(ApiError::internal)??;
+    let cost = crate::budget::photo_cost(received.size, width, height, decode_bytes);
+    if !state.budget.admits(cost) {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "image",
+            format!(
+                "Decoding this image needs {} of memory; the memory budget is {}.",
+                crate::budget::mib(cost),
+                crate::budget::mib(state.budget.bytes())
+            ),
+        ));
+    }
 
     let id = Uuid::new_v4();
     let key = original_key(id, &extension);
@@ -281,7 +302,7 @@ async fn accept(
         .store
         .put_file(&key, &received.temp.0)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(|error| ApiError::fault("image", Fault::of_store(&error), error))?;
     let submission = Submission {
         id,
         status: Status::Queued,
@@ -298,10 +319,14 @@ async fn accept(
         error: None,
         attempts: 0,
         options,
+        decode_bytes: Some(cost as i64),
     };
+    // The 202 goes out only once both the original and the committed row are durable;
+    // a refused insert takes its original with it (a crash in between leaves an
+    // orphan that start-up and retention remove).
     if let Err(error) = state.db.insert_submission(&submission).await {
         let _ = state.store.delete(&key).await;
-        return Err(ApiError::internal(error));
+        return Err(ApiError::database("image", error));
     }
     state.metrics.upload(received.size);
     crate::notify::job_queued(state).await;
@@ -312,6 +337,15 @@ async fn accept(
         id,
         status_url: format!("{}/image/{id}", state.config.public_url()),
     })
+}
+
+fn full_content_type(request: &Request) -> String {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Refuses a declared body far over the limit before reading any of it.
@@ -338,7 +372,12 @@ async fn receive(
     limit: u64,
 ) -> Result<Received, ApiError> {
     let malformed = |error: axum::extract::multipart::MultipartError| {
-        if timed_out(&error) {
+        if super::part_headers::is_too_long(&error) {
+            ApiError::image(format!(
+                "The upload could not be read: {}.",
+                super::part_headers::PartHeadersTooLong
+            ))
+        } else if timed_out(&error) {
             ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "image",
@@ -385,9 +424,8 @@ async fn receive(
             continue;
         };
         let temp = TempFile(state.upload_path());
-        let mut file = tokio::fs::File::create(&temp.0)
-            .await
-            .map_err(ApiError::internal)?;
+        let no_room = |error: std::io::Error| ApiError::fault("image", Fault::of_io(&error), error);
+        let mut file = tokio::fs::File::create(&temp.0).await.map_err(no_room)?;
         let mut hasher = Sha256::new();
         let mut png = PngStructure::default();
         let mut size = 0u64;
@@ -402,9 +440,9 @@ async fn receive(
             }
             hasher.update(&chunk);
             png.update(&chunk);
-            file.write_all(&chunk).await.map_err(ApiError::internal)?;
+            file.write_all(&chunk).await.map_err(no_room)?;
         }
-        file.flush().await.map_err(ApiError::internal)?;
+        file.flush().await.map_err(no_room)?;
         received = Some(Received {
             temp,
             file_name,
@@ -441,14 +479,14 @@ fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
 
 /// SPEC order: (1) an image at all? (2) extension allowed? (3) bytes of that
 /// format, header decodable (a PNG's chunks whole, as `png` found while
-/// streaming), within the pixel limit? Returns the extension to store under and
-/// the stored size.
+/// streaming), within the pixel limit? Returns the extension to store under, the
+/// stored size and what decoding it holds in memory.
 fn validate(
     path: &Path,
     file_name: &str,
     png: Verdict,
     limits: &DecodeLimits,
-) -> Result<(String, u32, u32), ApiError> {
+) -> Result<(String, u32, u32, u64), ApiError> {
     let mut file = BufReader::new(std::fs::File::open(path).map_err(ApiError::internal)?);
     let mut head = Vec::with_capacity(64);
     (&mut file)
@@ -480,7 +518,7 @@ fn validate(
         .read_to_end(&mut prefix)
         .map_err(ApiError::internal)?;
     match probe(Cursor::new(prefix), limits) {
-        Ok(info) => Ok((extension, info.width, info.height)),
+        Ok(info) => Ok((extension, info.width, info.height, info.decode_bytes)),
         Err(DetectError::TooManyPixels {
             width,
             height,

@@ -10,7 +10,7 @@ mod submissions;
 
 use chrono::{DateTime, Utc};
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::AnyPool;
+use sqlx::{AnyConnection, AnyPool, Connection};
 use uuid::Uuid;
 
 pub use queue::{ClaimedJob, QueueDepth};
@@ -30,12 +30,13 @@ macro_rules! migrations {
 }
 
 /// Migrations, applied in order and recorded in `faces_migrations`.
-const SQLITE_MIGRATIONS: &[(&str, &str)] =
-    migrations!("sqlite": "0001_init", "0002_options", "0003_events");
-const POSTGRES_MIGRATIONS: &[(&str, &str)] =
-    migrations!("postgres": "0001_init", "0002_options", "0003_events");
+const SQLITE_MIGRATIONS: &[(&str, &str)] = migrations!("sqlite": "0001_init", "0002_options", "0003_events", "0004_readiness", "0005_decode_bytes");
+const POSTGRES_MIGRATIONS: &[(&str, &str)] = migrations!("postgres": "0001_init", "0002_options", "0003_events", "0004_readiness", "0005_decode_bytes");
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// How long a request waits for a database connection before its 503.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The PostgreSQL channel that carries the ids of finished submissions.
 pub const EVENTS_CHANNEL: &str = "faces_events";
@@ -70,6 +71,9 @@ impl Db {
                 Dialect::Sqlite => 4,
                 Dialect::Postgres => 10,
             })
+            // While the database is away a request gets its 503 in seconds, not after
+            // the default 30 s of trying to connect.
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect(url)
             .await?;
         if dialect == Dialect::Sqlite {
@@ -82,6 +86,30 @@ impl Db {
         let db = Self { pool, dialect };
         db.migrate().await?;
         Ok(db)
+    }
+
+    /// Runs `work` in a transaction and commits it. If anything in it fails, the
+    /// commit included, its connection is closed instead of going back to the pool:
+    /// after a failed `COMMIT` (a full disk, a busy SQLite file) the driver's idea of
+    /// the connection's transaction state can be wrong, and such a connection would
+    /// hold the write lock for good or "commit" later work into a transaction that
+    /// never ends (answered as accepted, yet lost).
+    async fn transaction<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut AnyConnection) -> sqlx::Result<T>,
+    ) -> sqlx::Result<T> {
+        let mut connection = self.pool.acquire().await?;
+        let result = async {
+            let mut tx = connection.begin().await?;
+            let value = work(&mut tx).await?;
+            tx.commit().await?;
+            Ok(value)
+        }
+        .await;
+        if result.is_err() {
+            connection.close().await.ok();
+        }
+        result
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -126,12 +154,18 @@ impl Db {
         Ok(())
     }
 
-    /// A round trip to the database: the readiness check.
+    /// A committed write: the readiness check. A database that answers reads but
+    /// refuses writes (full disk, a lock held elsewhere) is not ready.
     pub async fn check(&self) -> sqlx::Result<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
+        let now = micros(Utc::now());
+        self.transaction(async |tx| {
+            sqlx::query("UPDATE readiness SET checked_at = $1 WHERE id = 1")
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map(|_| ())
+        })
+        .await
     }
 
     /// PostgreSQL `NOTIFY` (no-op on SQLite, where there is one process).

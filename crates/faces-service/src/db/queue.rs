@@ -20,6 +20,9 @@ const FINISH_FAILED: &str =
     "UPDATE jobs SET state = 'failed', lease_until = NULL WHERE submission_id = $1 AND lease_token = $2 AND state = 'running'";
 const REQUEUE: &str = "UPDATE jobs SET state = 'queued', run_at = $3, last_error = $4, lease_until = NULL, lease_token = NULL \
      WHERE submission_id = $1 AND lease_token = $2 AND state = 'running'";
+/// As [`REQUEUE`], giving the attempt back: a fault of the service's own, not the photo's.
+const REQUEUE_UNCOUNTED: &str = "UPDATE jobs SET state = 'queued', run_at = $3, last_error = $4, lease_until = NULL, lease_token = NULL, \
+     attempts = attempts - 1 WHERE submission_id = $1 AND lease_token = $2 AND state = 'running'";
 
 /// A job a worker holds: only the holder of `lease_token` may finish it.
 #[derive(Debug, Clone)]
@@ -56,28 +59,29 @@ impl Db {
                  ORDER BY run_at LIMIT 1 {lock}) \
              RETURNING submission_id, attempts"
         );
-        let mut tx = self.pool.begin().await?;
-        let Some(row) = sqlx::query(&sql)
-            .bind(lease_until)
-            .bind(&token)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let id: String = row.try_get("submission_id")?;
-        let attempts: i64 = row.try_get("attempts")?;
-        sqlx::query("UPDATE submissions SET status = 'processing' WHERE id = $1")
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(Some(ClaimedJob {
-            submission_id: parse_uuid(&id)?,
-            attempts: attempts.max(0) as u32,
-            lease_token: token,
-        }))
+        self.transaction(async |tx| {
+            let Some(row) = sqlx::query(&sql)
+                .bind(lease_until)
+                .bind(&token)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?
+            else {
+                return Ok(None);
+            };
+            let id: String = row.try_get("submission_id")?;
+            let attempts: i64 = row.try_get("attempts")?;
+            sqlx::query("UPDATE submissions SET status = 'processing' WHERE id = $1")
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            Ok(Some(ClaimedJob {
+                submission_id: parse_uuid(&id)?,
+                attempts: attempts.max(0) as u32,
+                lease_token: token,
+            }))
+        })
+        .await
     }
 
     /// Extends a held lease; `false` if the job is no longer ours.
@@ -109,15 +113,16 @@ impl Db {
         job_update: AnyQuery<'q>,
         then: Vec<AnyQuery<'q>>,
     ) -> sqlx::Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        if job_update.execute(&mut *tx).await?.rows_affected() != 1 {
-            return Ok(false);
-        }
-        for statement in then {
-            statement.execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(true)
+        self.transaction(async |tx| {
+            if job_update.execute(&mut *tx).await?.rows_affected() != 1 {
+                return Ok(false);
+            }
+            for statement in then {
+                statement.execute(&mut *tx).await?;
+            }
+            Ok(true)
+        })
+        .await
     }
 
     pub async fn complete_job(&self, job: &ClaimedJob, outcome: &Outcome) -> sqlx::Result<bool> {
@@ -178,14 +183,17 @@ impl Db {
         .await
     }
 
-    /// Puts a failed attempt back in the queue, due at `run_at`.
+    /// Puts a failed attempt back in the queue, due at `run_at`; `counted` false
+    /// gives the attempt back (the failure was a fault, not the photo's).
     pub async fn retry_job(
         &self,
         job: &ClaimedJob,
         error: &str,
         run_at: DateTime<Utc>,
+        counted: bool,
     ) -> sqlx::Result<bool> {
-        let requeue = Self::held(REQUEUE, job)
+        let sql = if counted { REQUEUE } else { REQUEUE_UNCOUNTED };
+        let requeue = Self::held(sql, job)
             .bind(micros(run_at))
             .bind(error.to_owned());
         let submission = sqlx::query("UPDATE submissions SET status = 'queued' WHERE id = $1")

@@ -18,16 +18,16 @@ pub struct Expired {
 
 const SUBMISSION_COLUMNS: &str =
     "s.id, s.status, s.created_at, s.processed_at, s.original_key, s.processed_key, \
-     s.content_hash, s.byte_size, s.width, s.height, s.faces, s.duplicate_of, s.error, s.mode, s.threshold, \
+     s.content_hash, s.byte_size, s.width, s.height, s.faces, s.duplicate_of, s.error, s.mode, s.threshold, s.decode_bytes, \
      COALESCE(j.attempts, 0) AS attempts";
 
 impl Db {
     /// Records an accepted upload and queues its job in one transaction.
     pub async fn insert_submission(&self, s: &Submission) -> sqlx::Result<()> {
-        let mut tx = self.pool.begin().await?;
+        self.transaction(async |tx| {
         sqlx::query(
-            "INSERT INTO submissions (id, status, created_at, original_key, content_hash, byte_size, width, height, mode, threshold) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO submissions (id, status, created_at, original_key, content_hash, byte_size, width, height, mode, threshold, decode_bytes) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(s.id.to_string())
         .bind(s.status.as_str())
@@ -39,6 +39,7 @@ impl Db {
         .bind(s.height)
         .bind(s.options.mode.as_str())
         .bind(s.options.threshold)
+        .bind(s.decode_bytes)
         .execute(&mut *tx)
         .await?;
         sqlx::query("INSERT INTO jobs (submission_id, state, attempts, run_at) VALUES ($1, 'queued', 0, $2)")
@@ -46,7 +47,9 @@ impl Db {
             .bind(micros(s.created_at))
             .execute(&mut *tx)
             .await?;
-        tx.commit().await
+        Ok(())
+        })
+        .await
     }
 
     pub async fn submission(&self, id: Uuid) -> sqlx::Result<Option<Submission>> {
@@ -126,6 +129,30 @@ impl Db {
             .collect()
     }
 
+    /// Which of `ids` have a submission row: the sweep of leftovers keeps their files.
+    pub async fn existing_submissions(
+        &self,
+        ids: &[Uuid],
+    ) -> sqlx::Result<std::collections::HashSet<Uuid>> {
+        let mut existing = std::collections::HashSet::new();
+        // Well under SQLite's and PostgreSQL's limits on bound parameters.
+        for chunk in ids.chunks(500) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
+            let sql = format!(
+                "SELECT id FROM submissions WHERE id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(id.to_string());
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                existing.insert(parse_uuid(&row.try_get::<String, _>("id")?)?);
+            }
+        }
+        Ok(existing)
+    }
+
     /// The newest event's `seq` (0 before the first).
     pub async fn last_event_seq(&self) -> sqlx::Result<i64> {
         let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS seq FROM events")
@@ -166,32 +193,34 @@ impl Db {
     /// Deletes a finished submission and its job in one transaction. Returns false,
     /// deleting nothing, if its job is queued or running again.
     pub async fn delete_finished(&self, id: Uuid) -> sqlx::Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        let in_flight = sqlx::query(
+        self.transaction(async |tx| {
+            let in_flight = sqlx::query(
             "SELECT 1 AS one FROM jobs WHERE submission_id = $1 AND state IN ('queued', 'running')",
         )
         .bind(id.to_string())
         .fetch_optional(&mut *tx)
         .await?;
-        if in_flight.is_some() {
-            return Ok(false);
-        }
-        sqlx::query("DELETE FROM events WHERE submission_id = $1")
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM jobs WHERE submission_id = $1")
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        let deleted =
-            sqlx::query("DELETE FROM submissions WHERE id = $1 AND status IN ('done', 'failed')")
+            if in_flight.is_some() {
+                return Ok(false);
+            }
+            sqlx::query("DELETE FROM events WHERE submission_id = $1")
                 .bind(id.to_string())
                 .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        tx.commit().await?;
-        Ok(deleted == 1)
+                .await?;
+            sqlx::query("DELETE FROM jobs WHERE submission_id = $1")
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+            let deleted = sqlx::query(
+                "DELETE FROM submissions WHERE id = $1 AND status IN ('done', 'failed')",
+            )
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            Ok(deleted == 1)
+        })
+        .await
     }
 }
 
@@ -222,6 +251,7 @@ fn submission_from_row(row: &AnyRow) -> sqlx::Result<Submission> {
         duplicate_of: duplicate_of.as_deref().map(parse_uuid).transpose()?,
         error: row.try_get("error")?,
         attempts: row.try_get("attempts")?,
+        decode_bytes: row.try_get("decode_bytes")?,
         options: Options {
             mode: mode
                 .parse()

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use uuid::Uuid;
 
-use super::StoreError;
+use super::{Listed, StoreError};
 
 /// Files in a local folder. Writes go to a temporary file that is synced and then
 /// renamed, so a key is either absent or complete, even after a power loss.
@@ -74,10 +74,11 @@ impl LocalStore {
             .await
             .map_err(Self::io(key))?;
         let temp = dir.join(format!(".{}.tmp", Uuid::new_v4().simple()));
-        tokio::fs::write(&temp, &data)
-            .await
-            .map_err(Self::io(key))?;
-        let result = self.put_file(key, &temp).await;
+        let mut result = tokio::fs::write(&temp, &data).await.map_err(Self::io(key));
+        if result.is_ok() {
+            result = self.put_file(key, &temp).await;
+        }
+        // A write cut short by a full disk leaves nothing half-written behind.
         if result.is_err() {
             let _ = tokio::fs::remove_file(&temp).await;
         }
@@ -94,7 +95,7 @@ impl LocalStore {
         self.put(to, data).await
     }
 
-    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+    pub async fn list(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
         let root = self.root.clone();
         let start = self.path(prefix.trim_end_matches('/'))?;
         let walk = move || {
@@ -106,7 +107,14 @@ impl LocalStore {
                     if path.is_dir() {
                         dirs.push(path);
                     } else if let Ok(key) = path.strip_prefix(&root) {
-                        keys.push(key.to_string_lossy().into_owned());
+                        let modified = entry
+                            .metadata()
+                            .and_then(|m| m.modified())
+                            .unwrap_or_else(|_| std::time::SystemTime::now());
+                        keys.push(Listed {
+                            key: key.to_string_lossy().into_owned(),
+                            modified: modified.into(),
+                        });
                     }
                 }
             }

@@ -28,6 +28,19 @@ pub enum StoreError {
     },
 }
 
+/// A stored key and when it was last written.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub key: String,
+    pub modified: chrono::DateTime<chrono::Utc>,
+}
+
+/// The submission a key under `faces/` or `processed_faces/` belongs to.
+pub fn submission_of(key: &str) -> Option<Uuid> {
+    let name = key.rsplit('/').next()?;
+    Uuid::parse_str(name.split('.').next()?).ok()
+}
+
 /// Key of an upload's original: `faces/<aa>/<bb>/<uuid>.<ext>`.
 pub fn original_key(id: Uuid, extension: &str) -> String {
     let hex = id.simple().to_string();
@@ -56,8 +69,9 @@ impl Store {
         })
     }
 
-    /// Every key under `prefix` (such as `faces/`), for retention and tests.
-    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+    /// Every key under `prefix` (such as `faces/`) with its age: what the sweep of
+    /// leftovers reads, and tests.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
         match self {
             Store::Local(store) => store.list(prefix).await,
             Store::S3(store) => store.list(prefix).await,

@@ -9,10 +9,13 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::buffered::BufWriter;
 use object_store::path::Path as ObjectPath;
 use object_store::signer::Signer;
-use object_store::{ObjectStore, PutPayload};
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, PutPayload, RetryConfig};
+
+/// How long connecting to the object store may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 use tokio::io::AsyncWriteExt;
 
-use super::StoreError;
+use super::{Listed, StoreError};
 
 /// Connection settings, from `--s3-*` flags.
 #[derive(Debug, Clone)]
@@ -40,6 +43,15 @@ impl S3Store {
             .with_bucket_name(&config.bucket)
             .with_region(&config.region)
             .with_virtual_hosted_style_request(config.virtual_hosted);
+        // An unreachable store must fail a request in seconds (the upload answers
+        // 503), not after object_store's default of retrying for three minutes.
+        builder = builder
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig::default(),
+                max_retries: 2,
+                retry_timeout: Duration::from_secs(10),
+            })
+            .with_client_options(ClientOptions::new().with_connect_timeout(CONNECT_TIMEOUT));
         if let Some(endpoint) = &config.endpoint {
             builder = builder
                 .with_endpoint(endpoint)
@@ -126,7 +138,7 @@ impl S3Store {
         }
     }
 
-    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+    pub async fn list(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
         use futures::TryStreamExt;
         let base = self.path(prefix.trim_end_matches('/'));
         let objects: Vec<_> = self
@@ -142,7 +154,10 @@ impl S3Store {
         };
         Ok(objects
             .into_iter()
-            .map(|o| o.location.as_ref()[strip..].to_owned())
+            .map(|o| Listed {
+                key: o.location.as_ref()[strip..].to_owned(),
+                modified: o.last_modified,
+            })
             .collect())
     }
 

@@ -231,8 +231,11 @@ impl TestApp {
     /// Everything stored: originals, marked copies, and uploads in progress.
     pub async fn stored_files(&self) -> Vec<String> {
         let store = self.store().await;
-        let mut keys = store.list("faces").await.expect("list");
-        keys.extend(store.list("processed_faces").await.expect("list"));
+        let mut keys = Vec::new();
+        for prefix in ["faces", "processed_faces"] {
+            let listed = store.list(prefix).await.expect("list");
+            keys.extend(listed.into_iter().map(|listed| listed.key));
+        }
         for entry in std::fs::read_dir(self.data_dir.join(".uploads"))
             .into_iter()
             .flatten()
