@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{FromRequest, Multipart, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
 use chrono::Utc;
@@ -135,11 +135,17 @@ pub async fn upload(State(state): State<Arc<AppState>>, request: Request) -> Res
         Ok((accepted, None, _)) => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
         Err(error) => {
             tracing::info!(status = error.status.as_u16(), reason = %error.message, "upload rejected");
-            if html {
+            let mut response = if html {
                 super::page::upload_error_page(error.status, &error.message)
             } else {
                 error.into_response()
-            }
+            };
+            // A refusal may come before the body was read; the server then closes the
+            // connection, so say so rather than let a client reuse it and fail.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
         }
     }
 }
