@@ -31,6 +31,14 @@ pub fn peak_rss_kib(pid: u32) -> u64 {
     status_kib(pid, "VmHWM:")
 }
 
+/// Resets the peak resident set size (VmHWM) of process `pid` to its current RSS
+/// (`/proc/<pid>/clear_refs`, Linux 4.0+), so that a later [`peak_rss_kib`] measures
+/// only what comes after.
+pub fn reset_peak_rss(pid: u32) {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
+        .unwrap_or_else(|e| panic!("resetting the peak RSS of process {pid}: {e}"));
+}
+
 /// Resident set size of process `pid` now (VmRSS), in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     status_kib(pid, "VmRSS:")
