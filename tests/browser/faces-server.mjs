@@ -15,8 +15,10 @@ import { fileURLToPath } from 'node:url';
 
 export const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const REPO_ROOT = path.resolve(HERE, '..', '..');
-/** Shared test photos: ../shared/data relative to the repo root (never copied in). */
-export const DATA_DIR = path.resolve(REPO_ROOT, '..', 'shared', 'data');
+/** Shared test photos: FACES_TEST_DATA, else ../shared/data beside the repo (never copied in). */
+export const DATA_DIR = process.env.FACES_TEST_DATA
+  ? path.resolve(process.env.FACES_TEST_DATA)
+  : path.resolve(REPO_ROOT, '..', 'shared', 'data');
 export const FACES_BIN = process.env.FACES_BIN
   ? path.resolve(process.env.FACES_BIN)
   : path.resolve(HERE, '..', '..', 'target', 'debug', 'faces');
@@ -159,7 +161,7 @@ async function startOnce({ readyTimeoutMs, extraArgs }) {
   return { url, port, dataDir, child, output: () => out, stop };
 }
 
-/** POST a file from ../shared/data to /image/ as multipart field `image`. */
+/** POST a file of DATA_DIR to /image/ as multipart field `image`. */
 export async function uploadFile(baseUrl, relPath, { headers = {}, redirect = 'follow', field = 'image', name } = {}) {
   const bytes = await readFile(path.join(DATA_DIR, relPath));
   const form = new FormData();

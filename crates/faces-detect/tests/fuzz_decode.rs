@@ -28,7 +28,7 @@ const MAX_PIXELS: u64 = 200_000;
 const SLOW: Duration = Duration::from_secs(5);
 
 fn data() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data")
+    faces_test_data::dir()
 }
 
 /// The seed files: every edge file except the 4000x3000 one (too big to mutate

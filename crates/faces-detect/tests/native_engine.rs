@@ -2,15 +2,11 @@
 //! photos of several sizes (odd, tiny, grayscale, a 4096-px side with tiles) in both
 //! modes. Its raw outputs are compared with rten's in the crate's unit tests.
 
-use std::path::PathBuf;
-
 use faces_detect::{decode, DecodeLimits, Detector, DetectorConfig, Engine, Face, Mode, RgbImage};
 use image::imageops::{self, FilterType};
 
 fn photo(name: &str) -> RgbImage {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/data/known_counts")
-        .join(name);
+    let path = faces_test_data::path("known_counts").join(name);
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     decode(&bytes, &DecodeLimits::default()).unwrap()
 }

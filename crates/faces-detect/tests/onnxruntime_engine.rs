@@ -8,7 +8,7 @@ use faces_detect::{decode, DecodeLimits, Detector, DetectorConfig, Engine};
 
 #[test]
 fn onnxruntime_native_and_rten_agree_on_real_photos() {
-    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/known_counts");
+    let data = faces_test_data::path("known_counts");
     let native = Detector::new(DetectorConfig::default()).unwrap();
     let rten = Detector::new(DetectorConfig {
         engine: Engine::Rten,

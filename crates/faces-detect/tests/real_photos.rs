@@ -1,4 +1,4 @@
-//! The detector on the real photos in `../shared/data`: known face counts,
+//! The detector on the real shared photos (see `faces_test_data`): known face counts,
 //! photos without faces, and the decoder edge cases with their expected outcomes.
 
 use std::path::PathBuf;
@@ -8,13 +8,7 @@ use faces_detect::{decode, DecodeLimits, DetectError, Detector, DetectorConfig, 
 use serde_json::Value;
 
 fn data() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
-    assert!(
-        dir.is_dir(),
-        "shared test data not found at {}",
-        dir.display()
-    );
-    dir
+    faces_test_data::dir()
 }
 
 fn detector_in(mode: Mode) -> &'static Detector {

@@ -1,4 +1,4 @@
-//! End-to-end service benchmark on `../shared/data/throughput`, against the real
+//! End-to-end service benchmark on the shared `throughput` photos, against the real
 //! `faces serve` process (SQLite + local files unless `FACES_DATABASE_URL` etc. are set):
 //!
 //! - uploads accepted per second and images processed per second, over
@@ -386,9 +386,9 @@ async fn fan_out(server: &support::Server, photo: &Path) {
 }
 
 fn main() {
-    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
+    let data = faces_test_data::dir();
     let mut files: Vec<PathBuf> = std::fs::read_dir(data.join("throughput"))
-        .expect("../shared/data/throughput")
+        .expect("the shared throughput photos")
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
         .collect();

@@ -22,12 +22,10 @@ const SIZES: [(u32, u32); 4] = [(640, 480), (1024, 768), (1280, 960), (4000, 300
 
 #[derive(Debug, Args)]
 pub struct DetectorBenchArgs {
-    /// Photo to resize to each size.
-    #[arg(
-        long,
-        default_value = "../shared/data/dev/images/dlib_pascal/2008_001322.jpg"
-    )]
-    image: PathBuf,
+    /// Photo to resize to each size (default: the shared test photos'
+    /// `dev/images/dlib_pascal/2008_001322.jpg`, in `FACES_TEST_DATA` or `../shared/data`).
+    #[arg(long)]
+    image: Option<PathBuf>,
     /// Timed runs per case (fewer at 4000x3000).
     #[arg(long, default_value_t = 10)]
     repeat: usize,
@@ -54,9 +52,22 @@ fn median(mut samples: Vec<Duration>) -> f64 {
     samples[samples.len() / 2].as_secs_f64() * 1000.0
 }
 
+/// The photo to measure on: `--image`, or the shared test photos' default.
+fn photo_path(args: &DetectorBenchArgs) -> PathBuf {
+    args.image.clone().unwrap_or_else(|| {
+        std::env::var_os(faces_test_data::VARIABLE)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("../shared/data"))
+            .join(DEFAULT_PHOTO)
+    })
+}
+
+/// The photo (of the shared test photos) the README's detector figures were measured on.
+const DEFAULT_PHOTO: &str = "dev/images/dlib_pascal/2008_001322.jpg";
+
 pub fn run(args: DetectorBenchArgs) -> Result<bool> {
-    let photo =
-        image::open(&args.image).with_context(|| format!("opening {}", args.image.display()))?;
+    let path = photo_path(&args);
+    let photo = image::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let reference = if args.compare_onnxruntime {
         onnxruntime(&args)?
     } else {
@@ -270,7 +281,7 @@ fn onnxruntime(args: &DetectorBenchArgs) -> Result<HashMap<(String, usize), f64>
     command
         .arg(&script)
         .arg("--image")
-        .arg(&args.image)
+        .arg(photo_path(args))
         .arg("--repeat")
         .arg(args.repeat.to_string());
     command

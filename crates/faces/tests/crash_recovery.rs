@@ -46,7 +46,7 @@ fn count(counts: &mut HashMap<String, usize>, seqs: &mut Vec<i64>, event: Value)
 
 #[tokio::test]
 async fn sigkill_mid_run_loses_nothing_and_announces_each_once() {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/throughput");
+    let data = faces_test_data::path("throughput");
     let temp = tempfile::tempdir().unwrap();
     let port = support::free_port();
     let base = format!("http://127.0.0.1:{port}");

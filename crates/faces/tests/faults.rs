@@ -39,9 +39,7 @@ const AFTER_BEYOND_NEWEST: u16 = 4409;
 
 /// A file or folder of the shared test data.
 fn shared(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/data")
-        .join(path)
+    faces_test_data::path(path)
 }
 
 /// The crowd photos of `throughput/`, in name order.

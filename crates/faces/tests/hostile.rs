@@ -10,7 +10,7 @@
 //! are about what the server survives, not about throttling.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -43,7 +43,7 @@ const BODY_TIMEOUT_SECS: u64 = 2;
 const TIMEOUT_SLACK: Duration = Duration::from_secs(3);
 
 fn edge_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/edge")
+    faces_test_data::path("edge")
 }
 
 /// A `faces serve` process on a free port with its own data dir; killed when dropped.

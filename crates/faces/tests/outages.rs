@@ -50,7 +50,7 @@ impl Drop for Restart {
 }
 
 fn photos() -> Vec<PathBuf> {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/throughput");
+    let data = faces_test_data::path("throughput");
     let mut files: Vec<_> = std::fs::read_dir(data)
         .unwrap()
         .map(|e| e.unwrap().path())

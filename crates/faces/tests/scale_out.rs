@@ -8,7 +8,6 @@
 //! `.ci/run` starts both services and sets them.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -130,7 +129,7 @@ async fn two_api_nodes_two_workers_one_killed() {
         });
     }
 
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/throughput");
+    let data = faces_test_data::path("throughput");
     let mut files: Vec<_> = std::fs::read_dir(&data)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -3,7 +3,7 @@
 //! the client waits out each `429`'s `Retry-After`.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 
 use serde_json::Value;
@@ -11,7 +11,7 @@ use serde_json::Value;
 mod support;
 
 fn known_counts() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/known_counts")
+    faces_test_data::path("known_counts")
 }
 
 /// Runs `faces upload` on `known_counts` to completion; returns its exit status and

@@ -1133,15 +1133,11 @@ fn add_upsampled(fine: &mut FixedMap, coarse: &FixedMap) {
 mod tests {
     //! The native engine against `rten` on real photos: raw outputs within 1e-3.
 
-    use std::path::PathBuf;
-
     use super::*;
     use crate::retinaface::{model_onnx, to_tensor, RtenNetwork};
 
     fn photo(path: &str) -> RgbImage {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/data")
-            .join(path);
+        let path = faces_test_data::path(path);
         image::open(&path)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
             .to_rgb8()

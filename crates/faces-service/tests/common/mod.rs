@@ -17,13 +17,7 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
 pub fn data() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
-    assert!(
-        dir.is_dir(),
-        "shared test data not found at {}",
-        dir.display()
-    );
-    dir
+    faces_test_data::dir()
 }
 
 pub fn read(relative: &str) -> Vec<u8> {
@@ -188,7 +182,7 @@ impl TestApp {
         (status, body, started.elapsed())
     }
 
-    /// Uploads a file of `../shared/data` under its own name; expects 202, returns the id.
+    /// Uploads a file of the shared test data under its own name; expects 202, returns the id.
     pub async fn upload(&self, relative: &str) -> String {
         let name = Path::new(relative)
             .file_name()
