@@ -10,6 +10,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 
+use crate::admission::Admission;
+use crate::client_address::ClientAddress;
 use crate::config::Config;
 use crate::db::{Db, Dialect};
 use crate::feed::Feed;
@@ -47,8 +49,7 @@ impl App {
     /// Opens storage and database (migrating it), binds the port and starts
     /// `config.workers` workers.
     pub async fn start(config: Config, role: Role) -> anyhow::Result<App> {
-        let client_address =
-            api::limits::ClientAddress::new(config.trusted_proxy_header.as_deref())?;
+        let client_address = ClientAddress::new(config.trusted_proxy_header.as_deref())?;
         tokio::fs::create_dir_all(&config.data_dir)
             .await
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
@@ -84,7 +85,7 @@ impl App {
             shutdown: shutdown_rx.clone(),
             uploads: Arc::new(Semaphore::new(config.max_concurrent_uploads.max(1))),
             uploads_in_progress: Default::default(),
-            admission: api::admission::Admission::new(
+            admission: Admission::new(
                 std::time::Duration::from_secs(config.max_backlog_secs),
                 config.backlog_floor,
             ),

@@ -8,8 +8,6 @@ use std::time::Duration;
 use clap::Args;
 use faces_detect::{DetectorConfig, Engine, Mode, Suppression};
 
-use crate::store::S3Config;
-
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Address to listen on.
@@ -76,7 +74,14 @@ pub struct Config {
     /// the `onnxruntime` feature, library from ORT_DYLIB_PATH).
     #[arg(long, env = "FACES_DETECTOR_ENGINE", default_value = "native")]
     pub detector_engine: Engine,
-    /// Inference threads per worker.
+    /// Threads the detector computes on (the process's workers share one detector).
+    /// With 1 (the default) each detection runs alone on its worker's thread, and
+    /// `--max-concurrent-decodes` of them run side by side. With N > 1 the native
+    /// engine runs the network of every detection on one pool of N threads that
+    /// they all share: one photo finishes sooner, but the network uses at most N
+    /// cores however many detect at once. rten always runs on one such pool (N = 1:
+    /// one detection at a time); onnxruntime gives each detection running at once
+    /// a session of N threads.
     #[arg(long, env = "FACES_DETECTOR_THREADS", default_value_t = 1)]
     pub detector_threads: usize,
     /// Keep originals and marked copies in this S3 bucket instead of the data dir.
@@ -177,12 +182,28 @@ pub struct Config {
     pub retention_interval: Duration,
 }
 
+/// The S3 bucket's connection settings, from the `--s3-*` flags ([`Config::s3`]).
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    pub endpoint: Option<String>,
+    pub bucket: String,
+    pub region: String,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// Prepended to every key (several deployments or tests can share a bucket).
+    pub prefix: String,
+    /// `bucket.host/key` addressing instead of `host/bucket/key`.
+    pub virtual_hosted: bool,
+}
+
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl Config {
-    /// The defaults, as `faces serve` with no flags and no environment would use.
+    /// The settings `faces serve` would use with no flags: the embedded defaults,
+    /// except where a `FACES_*` environment variable of this process sets one
+    /// (clap reads the environment here too).
     pub fn embedded_defaults() -> Self {
         use clap::{Command, FromArgMatches};
         let command = <Self as Args>::augment_args(Command::new("faces"));
@@ -252,7 +273,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn embedded_defaults_match_the_spec() {
+    fn embedded_defaults_are_the_documented_ones() {
         let config = Config::embedded_defaults();
         assert_eq!(config.port, 8282);
         assert_eq!(config.max_attempts, 10);

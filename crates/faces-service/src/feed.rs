@@ -11,12 +11,13 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 use utoipa::ToSchema;
 
-use crate::submission::FaceBox;
+use crate::submission::{timestamp, FaceBox, Submission};
 
 /// Events a client may fall behind before it is dropped.
 pub const CLIENT_BUFFER: usize = 1024;
 
-/// The message of SPEC section 4, fields in its order.
+/// The feed's message, one per photo in which faces were found, sent to every
+/// client of `GET /faces`. Its fields come in this order.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Detection {
     #[schema(example = "Successful face detection")]
@@ -32,6 +33,32 @@ pub struct Detection {
     /// The event's place in the feed, increasing across the deployment: reconnect
     /// with `GET /faces?after=<seq>` to get what came after it.
     pub seq: i64,
+}
+
+/// The feed message for outbox event `seq`, and the marked copy's URL path
+/// (`/static/processed_faces/…`): `None` unless `submission` is done with a marked
+/// copy (faces were found). Used by the relay and by `GET /faces?after=` replays.
+pub fn detection(
+    seq: i64,
+    submission: &Submission,
+    public_url: &str,
+) -> Option<(Detection, String)> {
+    let key = submission.processed_key.as_ref()?;
+    let faces = submission.faces.clone().unwrap_or_default();
+    let image_path = format!("/static/{key}");
+    Some((
+        Detection {
+            message: "Successful face detection",
+            created_at: timestamp(submission.created_at),
+            processed_at: timestamp(submission.processed_at?),
+            faces_count: faces.len(),
+            image_url: format!("{public_url}{image_path}"),
+            id: submission.id.to_string(),
+            faces,
+            seq,
+        },
+        image_path,
+    ))
 }
 
 /// One published event, as sent to WebSocket clients and to Socket.IO clients.

@@ -12,9 +12,13 @@
 //! [`App::start`] runs it all in-process (the `spawn_app` of the tests);
 //! [`run`] adds signal handling for `faces serve` and `faces worker`.
 
+#![forbid(unsafe_code)]
+
+pub mod admission;
 pub mod api;
 pub mod app;
 pub mod budget;
+pub mod client_address;
 pub mod config;
 pub mod db;
 pub mod error;

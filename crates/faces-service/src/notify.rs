@@ -16,9 +16,8 @@ use uuid::Uuid;
 
 use crate::db::Dialect;
 use crate::fault::{warn_limited, Fault};
-use crate::feed::Detection;
+use crate::feed::detection;
 use crate::state::AppState;
-use crate::submission::{timestamp, Submission};
 
 const EVENTS: &str = crate::db::EVENTS_CHANNEL;
 const JOBS: &str = "faces_jobs";
@@ -28,30 +27,6 @@ const RELAY_BATCH: i64 = 256;
 /// How often the relay reads the outbox unprompted: after a missed notification
 /// (a listener reconnecting) events still go out, at most this late.
 pub const RELAY_EVERY: Duration = Duration::from_secs(2);
-
-/// The feed message for outbox event `seq`: a done submission with a marked copy.
-pub fn detection(
-    seq: i64,
-    submission: &Submission,
-    public_url: &str,
-) -> Option<(Detection, String)> {
-    let key = submission.processed_key.as_ref()?;
-    let faces = submission.faces.clone().unwrap_or_default();
-    let image_path = format!("/static/{key}");
-    Some((
-        Detection {
-            message: "Successful face detection",
-            created_at: timestamp(submission.created_at),
-            processed_at: timestamp(submission.processed_at?),
-            faces_count: faces.len(),
-            image_url: format!("{public_url}{image_path}"),
-            id: submission.id.to_string(),
-            faces,
-            seq,
-        },
-        image_path,
-    ))
-}
 
 /// Sends this node's feed clients every outbox event it has not sent yet, in
 /// `seq` order. Called after each local commit, on each database notification and

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, watch, Notify, Semaphore};
 use uuid::Uuid;
 
-use crate::api::admission::Admission;
-use crate::api::limits::{ClientAddress, UploadsInProgress};
+use crate::admission::Admission;
+use crate::client_address::{ClientAddress, UploadsInProgress};
 use crate::config::Config;
 use crate::db::Db;
 use crate::feed::Feed;

@@ -39,7 +39,8 @@ pub struct DetectArgs {
     /// Longest side the network runs at.
     #[arg(long, default_value_t = 4096)]
     max_input_side: u32,
-    /// Inference threads (default: one per physical core).
+    /// Inference threads (default: one per CPU the OS reports on the native engine,
+    /// one per physical core on rten and onnxruntime).
     #[arg(long)]
     threads: Option<usize>,
     /// Inference engine: native (this network over AVX2 kernels; rten on CPUs

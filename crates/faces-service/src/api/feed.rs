@@ -13,8 +13,7 @@ use futures::{SinkExt, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::error::ApiError;
-use crate::feed::Event;
-use crate::notify::detection;
+use crate::feed::{detection, Event};
 use crate::state::AppState;
 
 /// Outbox rows read per query while replaying.
@@ -46,8 +45,8 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
     responses(
         (status = 101, description = "WebSocket upgrade; each message is a Detection", body = crate::feed::Detection),
         (status = 200, description = "The gallery page (no upgrade requested)", content_type = "text/html", body = String),
-        (status = 400, description = "A bad `after`", body = crate::api::openapi::ErrorBody),
-        (status = 401, description = "API keys are configured and none valid was given", body = crate::api::openapi::ErrorBody),
+        (status = 400, description = "A bad `after`", body = crate::api::schema::ErrorBody),
+        (status = 401, description = "API keys are configured and none valid was given", body = crate::api::schema::ErrorBody),
     ),
     security((), ("bearer" = []), ("api_key_query" = []))
 )]

@@ -22,8 +22,8 @@ const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Readiness: the database and storage each take a write within 2 s.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
-        (status = 200, description = "Ready", body = crate::api::openapi::Readiness),
-        (status = 503, description = "The database or storage refuses writes (full disk, lock held elsewhere) or is unreachable", body = crate::api::openapi::Readiness),
+        (status = 200, description = "Ready", body = crate::api::schema::Readiness),
+        (status = 503, description = "The database or storage refuses writes (full disk, lock held elsewhere) or is unreachable", body = crate::api::schema::Readiness),
     ))]
 pub async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     // A probe that waits out a 5 s busy timeout is itself the answer: not ready.

@@ -74,8 +74,8 @@ impl SubmissionView {
     params(("id" = Uuid, Path, description = "The id from the 202 answer")),
     responses(
         (status = 200, description = "The submission", body = SubmissionView),
-        (status = 401, description = "API keys are configured and none valid was given", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "No such submission", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "API keys are configured and none valid was given", body = crate::api::schema::ErrorBody),
+        (status = 404, description = "No such submission", body = crate::api::schema::ErrorBody),
     ),
     security((), ("bearer" = []))
 )]
@@ -114,8 +114,8 @@ pub struct Page {
     ),
     responses(
         (status = 200, description = "A page of submissions", body = Page),
-        (status = 400, description = "A bad `limit` or `before`", body = crate::api::openapi::ErrorBody),
-        (status = 401, description = "API keys are configured and none valid was given", body = crate::api::openapi::ErrorBody),
+        (status = 400, description = "A bad `limit` or `before`", body = crate::api::schema::ErrorBody),
+        (status = 401, description = "API keys are configured and none valid was given", body = crate::api::schema::ErrorBody),
     ),
     security((), ("bearer" = []))
 )]

@@ -1,6 +1,5 @@
 //! HTTP routes: one router that tests and `faces serve` both build.
 
-pub mod admission;
 mod auth;
 mod feed;
 mod health;
@@ -12,6 +11,7 @@ mod part_headers;
 mod png_structure;
 mod processed;
 mod request_options;
+mod schema;
 pub mod socketio;
 mod upload;
 

@@ -1,44 +1,18 @@
 //! The OpenAPI document at `/openapi.json`, generated from the handlers' annotations
 //! and the response types themselves, and Swagger UI at `/docs` (vendored in the binary).
+//!
+//! This module lists the handlers, so no handler imports it: the types that exist only
+//! to describe bodies in the document live in [`super::schema`].
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::Modify;
 pub use utoipa::OpenApi;
-use utoipa::{Modify, ToSchema};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::state::AppState;
-
-/// Every error: the field the problem is about (`image`, `limit`, `before`, or
-/// `detail` for the request as a whole) with a list of human sentences.
-#[derive(ToSchema)]
-#[schema(example = json!({"image": ["No file was submitted."]}))]
-#[allow(dead_code)]
-pub struct ErrorBody(HashMap<String, Vec<String>>);
-
-/// The upload form: the file in field `image` (or `file`).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct UploadForm {
-    /// A gif, jpg, jpeg or png file; the extension and the bytes must agree.
-    #[schema(value_type = String, format = Binary)]
-    image: Vec<u8>,
-    /// `fast` or `accurate`, as the `mode` query parameter (which wins if both are given).
-    mode: Option<String>,
-    /// 0-1, as the `threshold` query parameter (which wins if both are given).
-    threshold: Option<f64>,
-}
-
-/// `/readyz`: `ok`, or what failed.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct Readiness {
-    database: String,
-    storage: String,
-}
 
 #[derive(OpenApi)]
 #[openapi(

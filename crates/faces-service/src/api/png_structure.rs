@@ -1,7 +1,6 @@
-//! Checks a PNG's chunk structure while the upload streams in, as the first
-//! reference app's image check (Pillow's `verify`) does: signature, every chunk's
-//! length and CRC, and an `IEND` at the end. No pixel is decoded, nothing is kept
-//! but a few bytes of state.
+//! Checks a PNG's chunk structure while the upload streams in, making the checks
+//! Pillow's `verify` makes: signature, every chunk's length and CRC, and an `IEND`
+//! at the end. No pixel is decoded, nothing is kept but a few bytes of state.
 
 const SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1a, b'\n'];
 /// The PNG specification's bound on a chunk's length.

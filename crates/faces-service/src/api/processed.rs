@@ -31,7 +31,7 @@ const PRESIGNED_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
         (status = 200, description = "The marked JPEG", content_type = "image/jpeg", body = Vec<u8>),
         (status = 304, description = "Not modified (If-None-Match)"),
         (status = 307, description = "Redirect to a presigned object-store URL (`--images-redirect`)"),
-        (status = 404, description = "No such image", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such image", body = crate::api::schema::ErrorBody),
     ),
     security((), ("bearer" = []), ("api_key_query" = []))
 )]

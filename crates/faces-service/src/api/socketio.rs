@@ -1,6 +1,6 @@
-//! Socket.IO (v4 clients) at `/socket.io/`, for the second reference app's
-//! clients: each successful detection is emitted as `upload` with the processed
-//! image's URL path as its one argument.
+//! Socket.IO (v4 clients) at `/socket.io/`, for clients written against a
+//! Socket.IO feed rather than the WebSocket one: each successful detection is
+//! emitted as `upload` with the processed image's URL path as its one argument.
 
 use std::sync::{Arc, Mutex};
 

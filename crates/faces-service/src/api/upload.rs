@@ -1,6 +1,8 @@
-//! `POST /image/`: stream the file to disk while hashing it, validate it as SPEC
-//! section 2 orders, store it, and queue its job, all before answering 202 (or,
-//! with `?wait=N`, 200 with the result once it is ready within N seconds).
+//! `POST /image/`: stream the file to disk while hashing it, validate it (the
+//! checks in the order [`validate`] gives, which decides the error a bad file
+//! gets), store it, and queue its job, all before answering 202 (or, with
+//! `?wait=N`, 200 with the result once it is ready within N seconds). docs/api.md
+//! describes every answer.
 //! A rejected upload leaves nothing behind.
 
 use std::io::{BufReader, Cursor, Read, Seek, SeekFrom};
@@ -29,12 +31,13 @@ use crate::state::AppState;
 use crate::store::original_key;
 use crate::submission::{Status, Submission};
 
-/// Field names that carry the file: `image` (first reference app), `file` (second).
+/// Field names that carry the file: `image`, the documented one, and `file`, which
+/// some existing clients send instead.
 const FILE_FIELDS: [&str; 2] = ["image", "file"];
 /// Bytes read to check an image's header (metadata segments included).
 const HEADER_PREFIX: u64 = 4 * 1024 * 1024;
 
-/// The 202 body, fields in SPEC order.
+/// The 202 answer: the photo is stored and queued. Its fields come in this order.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Accepted {
     #[schema(example = "Request accepted. Starting image processing.")]
@@ -77,7 +80,7 @@ struct Received {
     post,
     path = "/image/",
     tag = "images",
-    request_body(content = crate::api::openapi::UploadForm, content_type = "multipart/form-data"),
+    request_body(content = crate::api::schema::UploadForm, content_type = "multipart/form-data"),
     params(
         ("wait" = Option<u64>, Query, minimum = 0, maximum = 60,
             description = "Seconds to wait for the result: `200` with it if the photo is done or failed by then, else the `202`"),
@@ -88,15 +91,15 @@ struct Received {
     responses(
         (status = 200, description = "With `wait`: the photo was done or failed in time", body = Answered),
         (status = 202, description = "Accepted and queued", body = Accepted),
-        (status = 400, description = "No file, an empty file, not a file, not a valid image, an extension not allowed, or too many pixels (keyed `image`); a bad `wait`, `mode` or `threshold` (keyed by its name)", body = crate::api::openapi::ErrorBody),
-        (status = 401, description = "API keys are configured and none valid was given", body = crate::api::openapi::ErrorBody),
-        (status = 413, description = "Over the byte limit, or decoding it would need more than the whole memory budget", body = crate::api::openapi::ErrorBody),
-        (status = 415, description = "Not multipart/form-data", body = crate::api::openapi::ErrorBody),
-        (status = 429, description = "Too many uploads from this address", body = crate::api::openapi::ErrorBody,
+        (status = 400, description = "No file, an empty file, not a file, not a valid image, an extension not allowed, or too many pixels (keyed `image`); a bad `wait`, `mode` or `threshold` (keyed by its name)", body = crate::api::schema::ErrorBody),
+        (status = 401, description = "API keys are configured and none valid was given", body = crate::api::schema::ErrorBody),
+        (status = 413, description = "Over the byte limit, or decoding it would need more than the whole memory budget", body = crate::api::schema::ErrorBody),
+        (status = 415, description = "Not multipart/form-data", body = crate::api::schema::ErrorBody),
+        (status = 429, description = "Too many uploads from this address", body = crate::api::schema::ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 503, description = "This node is receiving too many uploads at once, or the database or storage is busy or unreachable", body = crate::api::openapi::ErrorBody,
+        (status = 503, description = "This node is receiving too many uploads at once, or the database or storage is busy or unreachable", body = crate::api::schema::ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 507, description = "No space left to store the upload", body = crate::api::openapi::ErrorBody,
+        (status = 507, description = "No space left to store the upload", body = crate::api::schema::ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ),
     security((), ("bearer" = []))
@@ -483,10 +486,13 @@ fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// SPEC order: (1) an image at all? (2) extension allowed? (3) bytes of that
-/// format, header decodable (a PNG's chunks whole, as `png` found while
-/// streaming), within the pixel limit? Returns the extension to store under, the
-/// stored size and what decoding it holds in memory.
+/// Checks the streamed file in this order, the first that fails deciding the
+/// answer: (1) an image at all (its first bytes those of an image format)? (2) extension
+/// allowed (gif, jpg, jpeg, png)? (3) bytes of that extension's format, header
+/// decodable (a PNG's chunks whole, as `png` found while streaming), within the
+/// pixel limit? The first two and a bad format or header are a 400 keyed `image`,
+/// too many pixels a 413. Returns the lower-cased extension to store under, the
+/// image's width and height, and the bytes decoding it holds in memory.
 fn validate(
     path: &Path,
     file_name: &str,

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{micros, parse_uuid, AnyQuery, Db, Dialect, EVENTS_CHANNEL};
+use super::connection::{micros, parse_uuid, AnyQuery, Db, Dialect, EVENTS_CHANNEL};
 
 /// The PostgreSQL advisory lock that orders event inserts (see migration 0003).
 const EVENTS_LOCK: i64 = 728_462;

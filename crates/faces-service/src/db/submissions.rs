@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{from_micros, micros, parse_uuid, Db};
+use super::connection::{from_micros, micros, parse_uuid, Db};
 use crate::submission::{FaceBox, Options, Status, Submission};
 
 /// A submission old enough for retention to remove, with its files.

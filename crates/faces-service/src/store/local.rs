@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use uuid::Uuid;
 
-use super::{Listed, StoreError};
+use super::error::StoreError;
+use super::key::Listed;
 
 /// Files in a local folder. Writes go to a temporary file that is synced and then
 /// renamed, so a key is either absent or complete, even after a power loss.
@@ -148,10 +149,10 @@ async fn sync_dir(dir: Option<&Path>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{original_key, processed_key};
+    use crate::store::key::{original_key, processed_key};
 
     #[test]
-    fn keys_follow_the_spec_layout() {
+    fn keys_follow_the_documented_layout() {
         let id = Uuid::parse_str("7246f927-94a4-4225-9a56-b52bab894ad0").unwrap();
         assert_eq!(
             original_key(id, "png"),

@@ -1,7 +1,12 @@
 //! Where originals and marked copies live. Keys are relative paths such as
-//! `faces/72/46/<uuid>.jpg`; a back end maps them to files ([`LocalStore`]) or to
-//! objects in an S3-compatible bucket ([`S3Store`]).
+//! `faces/72/46/<uuid>.jpg` ([`key`]); a back end maps them to files
+//! ([`LocalStore`]) or to objects in an S3-compatible bucket ([`S3Store`]).
+//!
+//! This file is the front the rest of the service uses: [`Store`] picks the back
+//! end. The back ends import only the leaves [`key`] and [`error`], never this file.
 
+mod error;
+mod key;
 mod local;
 mod s3;
 
@@ -11,47 +16,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use uuid::Uuid;
 
+pub use crate::config::S3Config;
+pub use error::StoreError;
+pub use key::{original_key, processed_key, submission_of, Listed};
 pub use local::LocalStore;
-pub use s3::{S3Config, S3Store};
+pub use s3::S3Store;
 
-/// Storage errors carry the key they concern.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("object {0} not found")]
-    NotFound(String),
-    #[error("storage error on {key}: {source}")]
-    Io { key: String, source: std::io::Error },
-    #[error("object store error on {key}: {source}")]
-    Object {
-        key: String,
-        source: object_store::Error,
-    },
-}
-
-/// A stored key and when it was last written.
-#[derive(Debug, Clone)]
-pub struct Listed {
-    pub key: String,
-    pub modified: chrono::DateTime<chrono::Utc>,
-}
-
-/// The submission a key under `faces/` or `processed_faces/` belongs to.
-pub fn submission_of(key: &str) -> Option<Uuid> {
-    let name = key.rsplit('/').next()?;
-    Uuid::parse_str(name.split('.').next()?).ok()
-}
-
-/// Key of an upload's original: `faces/<aa>/<bb>/<uuid>.<ext>`.
-pub fn original_key(id: Uuid, extension: &str) -> String {
-    let hex = id.simple().to_string();
-    format!("faces/{}/{}/{id}.{extension}", &hex[0..2], &hex[2..4])
-}
-
-/// Key of a marked copy: `processed_faces/<aa>/<bb>/<uuid>.jpg`.
-pub fn processed_key(id: Uuid) -> String {
-    let hex = id.simple().to_string();
-    format!("processed_faces/{}/{}/{id}.jpg", &hex[0..2], &hex[2..4])
-}
+use crate::config::Config;
 
 /// The configured back end.
 #[derive(Debug, Clone)]
@@ -62,15 +33,18 @@ pub enum Store {
 
 impl Store {
     /// The back end `config` asks for: its S3 bucket, or else its data dir.
-    pub async fn open(config: &crate::Config) -> anyhow::Result<Store> {
+    pub async fn open(config: &Config) -> anyhow::Result<Store> {
         Ok(match config.s3() {
             Some(s3) => Store::S3(S3Store::new(&s3)?),
             None => Store::Local(LocalStore::open(&config.data_dir).await?),
         })
     }
 
-    /// Every key under `prefix` (such as `faces/`) with its age: what the sweep of
-    /// leftovers reads, and tests.
+    /// Every key under the folder `prefix` (`faces` or `faces/`: whole path
+    /// segments, so `faces` lists `faces/…` but not `faces2/…`), at any depth,
+    /// with when it was last written: what the sweep of leftovers reads, and tests.
+    /// On the local back end folders that are missing or cannot be read are
+    /// skipped, not errors, and the `.tmp` files of writes in progress are listed.
     pub async fn list(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
         match self {
             Store::Local(store) => store.list(prefix).await,

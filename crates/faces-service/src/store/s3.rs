@@ -10,26 +10,14 @@ use object_store::buffered::BufWriter;
 use object_store::path::Path as ObjectPath;
 use object_store::signer::Signer;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, PutPayload, RetryConfig};
+use tokio::io::AsyncWriteExt;
+
+use super::error::StoreError;
+use super::key::Listed;
+use crate::config::S3Config;
 
 /// How long connecting to the object store may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-use tokio::io::AsyncWriteExt;
-
-use super::{Listed, StoreError};
-
-/// Connection settings, from `--s3-*` flags.
-#[derive(Debug, Clone)]
-pub struct S3Config {
-    pub endpoint: Option<String>,
-    pub bucket: String,
-    pub region: String,
-    pub access_key_id: Option<String>,
-    pub secret_access_key: Option<String>,
-    /// Prepended to every key (several deployments or tests can share a bucket).
-    pub prefix: String,
-    /// `bucket.host/key` addressing instead of `host/bucket/key`.
-    pub virtual_hosted: bool,
-}
 
 #[derive(Debug, Clone)]
 pub struct S3Store {
