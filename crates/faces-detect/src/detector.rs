@@ -26,9 +26,11 @@ use image::imageops;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
+use crate::engine::native::NativeNetwork;
+use crate::engine::rten::RtenNetwork;
+use crate::engine::Network;
 use crate::geometry::{groups, vote, Suppression};
-use crate::native::NativeNetwork;
-use crate::retinaface::{RetinaFace, RtenNetwork};
+use crate::model::padded_size;
 use crate::{DetectError, Face};
 
 /// Longest side of the whole-image pass.
@@ -157,7 +159,7 @@ impl Default for DetectorConfig {
 /// A loaded model plus settings. Cheap to share behind an `Arc`; `detect` takes `&self`
 /// and may run from several threads at once.
 pub struct Detector {
-    network: RetinaFace,
+    network: Box<dyn Network>,
     config: DetectorConfig,
     /// The engine that runs: the configured one, or `rten` where the native engine
     /// cannot run on this CPU.
@@ -248,19 +250,19 @@ impl Detector {
     /// Loads the bundled model (a few milliseconds) and checks its outputs.
     pub fn new(config: DetectorConfig) -> Result<Self, DetectError> {
         let mut engine = config.engine;
-        if engine == Engine::Native && !crate::native::available() {
+        if engine == Engine::Native && !crate::engine::native::available() {
             engine = Engine::Rten;
         }
-        let network = match engine {
-            Engine::Native => RetinaFace::Native(Box::new(NativeNetwork::load(
-                crate::retinaface::model_onnx(),
+        let network: Box<dyn Network> = match engine {
+            Engine::Native => Box::new(NativeNetwork::load(
+                crate::model::model_onnx(),
                 config.threads,
-            )?)),
-            Engine::Rten => RetinaFace::Rten(Box::new(RtenNetwork::load(config.threads)?)),
+            )?),
+            Engine::Rten => Box::new(RtenNetwork::load(config.threads)?),
             #[cfg(feature = "onnxruntime")]
-            Engine::OnnxRuntime => {
-                RetinaFace::OnnxRuntime(crate::onnxruntime::OrtNetwork::load(config.threads)?)
-            }
+            Engine::OnnxRuntime => Box::new(crate::engine::onnxruntime::OrtNetwork::load(
+                config.threads,
+            )?),
             #[cfg(not(feature = "onnxruntime"))]
             Engine::OnnxRuntime => {
                 return Err(DetectError::Inference(
@@ -338,7 +340,9 @@ impl Detector {
             } else {
                 Cow::Borrowed(&*scaled)
             };
-            let mut candidates = self.network.candidates(&input, candidate_threshold)?;
+            let outputs = self.network.infer(&input)?;
+            let mut candidates =
+                crate::anchors::decode(outputs, padded_size(&input), candidate_threshold)?;
             candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
             candidates.truncate(MAX_CANDIDATES);
             let input_width = input.width() as f32;

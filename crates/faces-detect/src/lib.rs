@@ -17,20 +17,24 @@
 //! std::fs::write("marked.jpg", encode_jpeg(&marked).unwrap()).unwrap();
 //! ```
 
+// `unsafe` lives in the native engine's kernel module only (allowed there, each
+// block with the invariant it relies on).
+#![deny(unsafe_code)]
+
+mod anchors;
 mod decode;
 mod detector;
 mod draw;
+mod engine;
 mod error;
 mod geometry;
-mod native;
-#[cfg(feature = "onnxruntime")]
-mod onnxruntime;
-mod retinaface;
+mod model;
 
 pub use decode::{decode, decode_bytes, probe, DecodeLimits, ImageInfo};
 pub use detector::{Detector, DetectorConfig, Engine, Mode};
 pub use draw::{box_thickness, draw_faces, encode_jpeg, encode_jpeg_reference, mark_faces};
+pub use engine::native::fma_peak_gflops;
+pub use engine::profile::{LayerKind, LayerTime};
 pub use error::DetectError;
 pub use geometry::{Face, Suppression};
 pub use image::{guess_format, ImageFormat, RgbImage};
-pub use native::{fma_peak_gflops, LayerKind, LayerTime};

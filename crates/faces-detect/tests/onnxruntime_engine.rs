@@ -2,8 +2,6 @@
 //! Runs with `--features onnxruntime` and `ORT_DYLIB_PATH` pointing at libonnxruntime.
 #![cfg(feature = "onnxruntime")]
 
-use std::path::PathBuf;
-
 use faces_detect::{decode, DecodeLimits, Detector, DetectorConfig, Engine};
 
 #[test]

@@ -3,7 +3,7 @@
 //! embedded ONNX file the other engines load.
 //!
 //! Why it exists: no general engine gets near the hardware on this network (rten
-//! 0.27 is about 3x slower than onnxruntime, tract slower still); see the README.
+//! 0.27 is about 3x slower than onnxruntime, tract slower still); see docs/engine.md.
 //!
 //! The graph, as the ONNX file has it (BatchNorm already folded into the convolutions):
 //! - backbone: a 3x3 stride-2 convolution, then 13 depthwise-separable blocks
@@ -27,6 +27,9 @@
 //! SSH; half the network's work) run by Winograd F(2x2, 3x3), which differs from the
 //! direct sums only by float rounding.
 
+mod isa;
+// The one module where `unsafe` is allowed: each block says what it relies on.
+#[allow(unsafe_code)]
 mod kernels;
 mod onnx;
 
@@ -37,65 +40,25 @@ use std::time::{Duration, Instant};
 use image::RgbImage;
 use rayon::ThreadPool;
 
-use crate::retinaface::{padded_size, MEAN_BGR};
+use super::network::Network;
+use super::profile::{LayerKind, LayerTime};
+use crate::model::{padded_size, MEAN_BGR};
 use crate::DetectError;
 use kernels::{
-    parallel_groups, parallel_rows, rows_of, winograd, winograd_fits, Dense, Depthwise, Isa, Plane,
-    RowsOut, Winograd, WinogradScratch, LANES, WINOGRAD_POINTS,
+    parallel_groups, parallel_rows, rows_of, winograd, winograd_fits, Dense, Depthwise, Isa,
+    IsaKind, Plane, RowsOut, Winograd, WinogradScratch, LANES, WINOGRAD_POINTS,
 };
 use onnx::Graph;
 
 /// Whether this CPU runs the native engine (AVX2 and FMA).
 pub(crate) fn available() -> bool {
-    Isa::detect() != Isa::Scalar
+    Isa::detect().kind() != IsaKind::Scalar
 }
 
 /// This core's single-precision FMA throughput in GFLOP/s (a register-only loop),
 /// the ceiling the kernels are measured against; `None` without AVX2/FMA.
 pub fn fma_peak_gflops() -> Option<f64> {
     kernels::fma_peak_gflops(Isa::detect())
-}
-
-/// The layer kinds of the network, for profiles.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LayerKind {
-    /// The 3x3 stride-2 convolution of the 3-channel input.
-    FirstLayer,
-    /// Dense 3x3 convolutions (FPN merge, SSH).
-    Full3x3,
-    /// 1x1 convolutions (backbone pointwise, FPN laterals, heads).
-    Pointwise,
-    /// Depthwise 3x3 convolutions of the backbone.
-    Depthwise,
-    /// Everything else: input conversion, upsample + add, borders, head outputs.
-    Other,
-}
-
-impl LayerKind {
-    pub const ALL: [LayerKind; 5] = [
-        LayerKind::FirstLayer,
-        LayerKind::Full3x3,
-        LayerKind::Pointwise,
-        LayerKind::Depthwise,
-        LayerKind::Other,
-    ];
-    pub fn name(self) -> &'static str {
-        match self {
-            LayerKind::FirstLayer => "first layer",
-            LayerKind::Full3x3 => "full 3x3",
-            LayerKind::Pointwise => "pointwise 1x1",
-            LayerKind::Depthwise => "depthwise 3x3",
-            LayerKind::Other => "other",
-        }
-    }
-}
-
-/// Time and multiply-accumulates of one layer kind in one inference.
-#[derive(Debug, Clone, Copy)]
-pub struct LayerTime {
-    pub kind: LayerKind,
-    pub macs: u64,
-    pub time: Duration,
 }
 
 /// Per-kind totals, filled while profiling.
@@ -379,8 +342,10 @@ const BAND_ROWS: usize = 8;
 const _: () = assert!(LEVEL_ENDS[0] >= 1, "the banded layers feed no level");
 
 impl NativeNetwork {
-    /// Reads the network's weights from the ONNX file. Fails where the CPU lacks
-    /// AVX2/FMA or the file is not the network this code expects.
+    /// Reads the network's weights from the ONNX file, to run on the best kernels
+    /// this CPU has: without AVX2/FMA those are the scalar twins, correct but slow,
+    /// so `Detector::new` picks rten there instead (and says so). Fails where the
+    /// file is not the network this code expects.
     pub(crate) fn load(model: &[u8], threads: Option<usize>) -> Result<Self, DetectError> {
         Self::load_with(model, threads, Isa::detect())
     }
@@ -630,7 +595,7 @@ impl NativeNetwork {
         let macs = |rows: usize, plane: Plane, channels: usize, per_channel: usize| {
             rows * plane.width * channels * per_channel
         };
-        let work = |out: &RowsOut, s: &mut BandScratch| {
+        let work = |out: &mut RowsOut, s: &mut BandScratch| {
             let group = out.rows();
             for start in group.clone().step_by(BAND_ROWS) {
                 let rows = start..(start + BAND_ROWS).min(group.end);
@@ -643,7 +608,7 @@ impl NativeNetwork {
                 } = s;
                 // On AVX-512 the stem reads its input split by column parity (see
                 // `kernels::stem`), elsewhere packed.
-                let split = isa == Isa::Avx512;
+                let split = isa.kind() == IsaKind::Avx512;
                 timed(LayerKind::Other, 0, &mut || {
                     fill_input(isa, split, rgb, size, band.input, input)
                 });
@@ -1129,12 +1094,23 @@ fn add_upsampled(fine: &mut FixedMap, coarse: &FixedMap) {
     }
 }
 
+impl Network for NativeNetwork {
+    fn infer(&self, image: &RgbImage) -> Result<[Vec<f32>; 3], DetectError> {
+        NativeNetwork::infer(self, image)
+    }
+
+    fn profile(&self, image: &RgbImage) -> Result<Option<Vec<LayerTime>>, DetectError> {
+        NativeNetwork::profile(self, image).map(Some)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The native engine against `rten` on real photos: raw outputs within 1e-3.
 
     use super::*;
-    use crate::retinaface::{model_onnx, to_tensor, RtenNetwork};
+    use crate::engine::rten::RtenNetwork;
+    use crate::model::{model_onnx, to_tensor};
 
     fn photo(path: &str) -> RgbImage {
         let path = faces_test_data::path(path);
@@ -1186,17 +1162,19 @@ mod tests {
     /// gives the AVX2 engine's outputs bit for bit, on 1 and 2 threads.
     #[test]
     fn avx512_and_avx2_engines_give_equal_bits() {
-        if !Isa::available().contains(&Isa::Avx512) {
+        let (Some(avx512), Some(avx2)) = (
+            Isa::of_kind(IsaKind::Avx512),
+            Isa::of_kind(IsaKind::Avx2Fma),
+        ) else {
             eprintln!("no AVX-512 here: nothing to compare");
             return;
-        }
+        };
         // An odd size: padding right of and below the image.
         let image = photo("known_counts/fr_two_people.jpg");
         let image = image::imageops::crop_imm(&image, 3, 5, 401, 257).to_image();
         for threads in [1, 2] {
-            let wide = NativeNetwork::load_with(model_onnx(), Some(threads), Isa::Avx512).unwrap();
-            let narrow =
-                NativeNetwork::load_with(model_onnx(), Some(threads), Isa::Avx2Fma).unwrap();
+            let wide = NativeNetwork::load_with(model_onnx(), Some(threads), avx512).unwrap();
+            let narrow = NativeNetwork::load_with(model_onnx(), Some(threads), avx2).unwrap();
             assert!(
                 wide.infer(&image).unwrap() == narrow.infer(&image).unwrap(),
                 "{threads} threads"
@@ -1208,7 +1186,7 @@ mod tests {
     fn one_thread_and_scalar_kernels_agree_with_the_best_isa_on_two_threads() {
         let image = photo("known_counts/fr_two_people.jpg");
         let two = NativeNetwork::load(model_onnx(), Some(2)).unwrap();
-        let scalar = NativeNetwork::load_with(model_onnx(), Some(1), Isa::Scalar).unwrap();
+        let scalar = NativeNetwork::load_with(model_onnx(), Some(1), Isa::scalar()).unwrap();
         let a = two.infer(&image).unwrap();
         let b = scalar.infer(&image).unwrap();
         for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {

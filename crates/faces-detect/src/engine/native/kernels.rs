@@ -22,6 +22,8 @@ use std::ops::Range;
 use rayon::prelude::*;
 use rayon::ThreadPool;
 
+pub(crate) use super::isa::{Isa, IsaKind};
+
 /// Channels per block: one AVX2 register of f32.
 pub(crate) const LANES: usize = 8;
 
@@ -240,49 +242,9 @@ impl Depthwise<'_> {
     }
 }
 
-/// Which implementation runs the kernels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Isa {
-    /// AVX2 + FMA, x86-64 only; [`Isa::detect`] returns it only where the CPU has both.
-    Avx2Fma,
-    /// AVX-512 F + DQ beside AVX2 + FMA: the dense kernel on 512-bit registers (two
-    /// channel blocks per register), depthwise at stride 1 two pixels per register, the
-    /// first layer by [`stem`]; the rest as [`Isa::Avx2Fma`]. Where the core has two
-    /// 512-bit FMA units (Xeons) this doubles the dense kernel's peak.
-    Avx512,
-    /// The plain twins: reference for tests, and correct everywhere.
-    Scalar,
-}
-
-impl Isa {
-    /// The best implementation this CPU runs. `FACES_NO_AVX512` (any value) keeps it
-    /// to AVX2, for CPUs whose 512-bit FMAs are no faster (AMD Zen 4 splits them in two).
-    pub(crate) fn detect() -> Self {
-        let all = Self::available();
-        let no_avx512 = std::env::var_os("FACES_NO_AVX512").is_some();
-        all.iter()
-            .copied()
-            .find(|&isa| !(no_avx512 && isa == Isa::Avx512))
-            .unwrap_or(Isa::Scalar)
-    }
-
-    /// Every implementation this CPU runs, best first (tests compare each to the scalar twins).
-    pub(crate) fn available() -> Vec<Self> {
-        let mut all = Vec::new();
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512dq") {
-                all.push(Isa::Avx512);
-            }
-            all.push(Isa::Avx2Fma);
-        }
-        all.push(Isa::Scalar);
-        all
-    }
-}
-
-/// The rows of one output map that one thread may write. Made only by
-/// [`parallel_rows`], which gives concurrent holders disjoint row ranges.
+/// The rows of one output map that one thread may write. Made whole from a `&mut`
+/// slice, then only cut by consuming it ([`RowsOut::split`]) or borrowing it
+/// exclusively ([`RowsOut::narrow`]): two holders alive at once never share a row.
 pub(crate) struct RowsOut<'a> {
     ptr: *mut f32,
     len: usize,
@@ -291,11 +253,12 @@ pub(crate) struct RowsOut<'a> {
     _output: PhantomData<&'a mut [f32]>,
 }
 
-// SAFETY: a `RowsOut` only writes rows in `rows`, and `parallel_rows` /
-// `parallel_groups` give the `RowsOut`s alive at one time disjoint ranges of one
-// `&mut` slice (a narrowed one borrows its parent and writes a subset of its rows), so
-// no two threads write the same float and nobody reads the slice until all are done.
-// It is `Send` but not `Sync`: each holder is moved to one thread, never shared.
+// SAFETY: a `RowsOut` only writes rows in `rows`. The first holds a `&mut` slice;
+// `split` consumes its holder into disjoint ranges, and `narrow` borrows its holder
+// mutably for a subset of its rows, so the holders alive at one time have disjoint
+// rows: no two threads write the same float, and nobody reads the slice until the
+// borrow of it ends. It is `Send` but not `Sync`: each holder is moved to one
+// thread, never shared.
 unsafe impl Send for RowsOut<'_> {}
 
 impl<'a> RowsOut<'a> {
@@ -309,8 +272,30 @@ impl<'a> RowsOut<'a> {
         }
     }
 
-    /// The same output, writing only `rows` (a subset of this holder's rows).
-    pub(crate) fn narrow(&self, rows: Range<usize>) -> RowsOut<'_> {
+    /// This holder cut into consecutive holders of `per` rows (the last may be
+    /// shorter; one empty holder where there are no rows). Consumed, so the parts
+    /// are the only writers left.
+    pub(crate) fn split(self, per: usize) -> Vec<RowsOut<'a>> {
+        if self.rows.is_empty() {
+            return vec![self];
+        }
+        let per = per.max(1);
+        self.rows
+            .clone()
+            .step_by(per)
+            .map(|start| RowsOut {
+                ptr: self.ptr,
+                len: self.len,
+                plane: self.plane,
+                rows: start..(start + per).min(self.rows.end),
+                _output: PhantomData,
+            })
+            .collect()
+    }
+
+    /// The same output, writing only `rows` (a subset of this holder's rows), while
+    /// this holder is borrowed.
+    pub(crate) fn narrow(&mut self, rows: Range<usize>) -> RowsOut<'_> {
         assert!(rows.is_empty() || (rows.start >= self.rows.start && rows.end <= self.rows.end));
         RowsOut {
             ptr: self.ptr,
@@ -348,32 +333,28 @@ pub(crate) fn rows_of(
     output: &mut [f32],
     plane: Plane,
     rows: Range<usize>,
-    work: impl FnOnce(&RowsOut),
+    work: impl FnOnce(&mut RowsOut),
 ) {
-    work(&RowsOut::new(output, plane, rows))
+    work(&mut RowsOut::new(output, plane, rows))
 }
 
 /// Runs `work` over the stored interior rows of `output`, split into contiguous
 /// ranges on the pool's threads (or all on this thread without a pool).
 pub(crate) fn parallel_rows<F>(pool: Option<&ThreadPool>, output: &mut [f32], plane: Plane, work: F)
 where
-    F: Fn(&RowsOut) + Sync,
+    F: Fn(&mut RowsOut) + Sync,
 {
     let rows = plane.interior_rows();
-    let whole = RowsOut::new(output, plane, rows.clone());
+    let mut whole = RowsOut::new(output, plane, rows.clone());
     let pool = pool.filter(|p| p.current_num_threads() > 1 && rows.len() > 1);
     let Some(pool) = pool else {
-        return work(&whole);
+        return work(&mut whole);
     };
     // A few ranges per thread even out rows of unequal cost.
     let chunks = (pool.current_num_threads() * 3).min(rows.len());
     let per = rows.len().div_ceil(chunks);
-    let outs: Vec<RowsOut> = rows
-        .clone()
-        .step_by(per)
-        .map(|start| whole.narrow(start..(start + per).min(rows.end)))
-        .collect();
-    pool.install(|| outs.into_par_iter().for_each(|out| work(&out)));
+    let outs = whole.split(per);
+    pool.install(|| outs.into_par_iter().for_each(|mut out| work(&mut out)));
 }
 
 /// Runs `work` over the stored interior rows of `output` in one contiguous range per
@@ -388,43 +369,39 @@ pub(crate) fn parallel_groups<S, F>(
     work: F,
 ) where
     S: Send,
-    F: Fn(&RowsOut, &mut S) + Sync,
+    F: Fn(&mut RowsOut, &mut S) + Sync,
 {
     let rows = plane.interior_rows();
     let whole = RowsOut::new(output, plane, rows.clone());
     let groups = scratch.len().min(rows.len()).max(1);
     let align = align.max(1);
     let per = rows.len().div_ceil(groups).div_ceil(align) * align;
-    let outs: Vec<RowsOut> = (0..groups)
-        .map(|g| {
-            let start = (rows.start + g * per).min(rows.end);
-            whole.narrow(start..(start + per).min(rows.end))
-        })
-        .collect();
+    // At most `groups` parts: only trailing groups could be empty, and they write nothing.
+    let outs = whole.split(per);
     match pool {
         Some(pool) if groups > 1 => pool.install(|| {
             outs.into_par_iter()
                 .zip(scratch.par_iter_mut())
-                .for_each(|(out, s)| work(&out, s))
+                .for_each(|(mut out, s)| work(&mut out, s))
         }),
         _ => outs
-            .iter()
+            .into_iter()
             .zip(scratch.iter_mut())
-            .for_each(|(out, s)| work(out, s)),
+            .for_each(|(mut out, s)| work(&mut out, s)),
     }
 }
 
 /// Single-precision FMA throughput of one core, GFLOP/s: independent FMA chains on
 /// registers only, so neither memory nor latency limits it.
 pub(crate) fn fma_peak_gflops(isa: Isa) -> Option<f64> {
-    match isa {
+    match isa.kind() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx2Fma` is only made where the CPU has AVX2 and FMA.
-        Isa::Avx2Fma | Isa::Avx512 => {
+        // SAFETY: an `Isa` of kind `Avx2Fma` is only made where the CPU has AVX2 and FMA.
+        IsaKind::Avx2Fma | IsaKind::Avx512 => {
             let iterations = 20_000_000u64;
-            let wide = isa == Isa::Avx512;
+            let wide = isa.kind() == IsaKind::Avx512;
             let start = std::time::Instant::now();
-            // SAFETY: `Isa::Avx512` is only made where the CPU has AVX-512 F.
+            // SAFETY: an `Isa` of kind `Avx512` is only made where the CPU has AVX-512 F.
             let sink = unsafe {
                 if wide {
                     avx2::avx512::fma_loop(iterations)
@@ -453,11 +430,11 @@ fn activate(x: f32, slope: f32) -> f32 {
 pub(crate) fn bgr_row(isa: Isa, rgb: &[u8], mean: [f32; 3], out: &mut [f32]) {
     assert_eq!(rgb.len(), out.len());
     assert!(rgb.len().is_multiple_of(3));
-    let done = match isa {
+    let done = match isa.kind() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx2Fma` and `Isa::Avx512` are only made where the CPU has AVX2;
+        // SAFETY: an `Isa` of kind `Avx2Fma` or `Avx512` is only made where the CPU has AVX2;
         // lengths checked above.
-        Isa::Avx2Fma | Isa::Avx512 => unsafe { avx2::bgr_row(rgb, mean, out) },
+        IsaKind::Avx2Fma | IsaKind::Avx512 => unsafe { avx2::bgr_row(rgb, mean, out) },
         _ => 0,
     };
     bgr_row_scalar(&rgb[done..], mean, &mut out[done..]);
@@ -486,10 +463,10 @@ pub(crate) fn split_row(isa: Isa, rgb: &[u8], mean: [f32; 3], out: &mut [f32]) {
         rgb.len() / 3
     );
     out.fill(0.0);
-    let done = match isa {
+    let done = match isa.kind() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX2 as for `bgr_row`; lengths checked above.
-        Isa::Avx2Fma | Isa::Avx512 => unsafe { avx2::split_row(rgb, mean, out, half) },
+        IsaKind::Avx2Fma | IsaKind::Avx512 => unsafe { avx2::split_row(rgb, mean, out, half) },
         _ => 0,
     };
     split_row_scalar(&rgb[3 * done..], done, mean, out, half);
@@ -529,13 +506,13 @@ pub(crate) fn stem(isa: Isa, conv: &Dense, input: &[f32], in_plane: Plane, out: 
             &input[(2 * y + ky - in_plane.first_row) * row_len..][..row_len]
         });
         let dst = out.pixel(0, y, 0);
-        let done = match isa {
+        let done = match isa.kind() {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Isa::Avx512` is only made where the CPU has AVX-512 F; the three
+            // SAFETY: an `Isa` of kind `Avx512` is only made where the CPU has AVX-512 F; the three
             // rows are `row_len` = 6 `half` floats long (sliced above), and the output
             // row's `out.plane.width` pixels from `dst` are in the slice (`pixel` checked
             // the row is ours and stored, and the block fits `out.len`, asserted above).
-            Isa::Avx512 => unsafe {
+            IsaKind::Avx512 => unsafe {
                 avx2::avx512::stem_row(rows, half, conv, dst, out.plane.width)
             },
             _ => 0,
@@ -580,12 +557,19 @@ pub(crate) fn dense(
     out_block: usize,
 ) {
     conv.check(input, in_plane, out, out_block);
-    match isa {
+    match isa.kind() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx2Fma` is only made where the CPU has AVX2 and FMA, `Isa::Avx512`
+        // SAFETY: an `Isa` of kind `Avx2Fma` is only made where the CPU has AVX2 and FMA, of kind `Avx512`
         // where it also has AVX-512 F + DQ; sizes checked above.
-        Isa::Avx2Fma | Isa::Avx512 => unsafe {
-            avx2::dense(conv, input, in_plane, out, out_block, isa == Isa::Avx512)
+        IsaKind::Avx2Fma | IsaKind::Avx512 => unsafe {
+            avx2::dense(
+                conv,
+                input,
+                in_plane,
+                out,
+                out_block,
+                isa.kind() == IsaKind::Avx512,
+            )
         },
         _ => dense_scalar(conv, input, in_plane, out, out_block),
     }
@@ -594,11 +578,11 @@ pub(crate) fn dense(
 /// Depthwise convolution of `input` into the output rows `out` owns.
 pub(crate) fn depthwise(isa: Isa, conv: &Depthwise, input: &[f32], in_plane: Plane, out: &RowsOut) {
     conv.check(input, in_plane, out);
-    match isa {
+    match isa.kind() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as for `dense`.
-        Isa::Avx2Fma | Isa::Avx512 => unsafe {
-            avx2::depthwise(conv, input, in_plane, out, isa == Isa::Avx512)
+        IsaKind::Avx2Fma | IsaKind::Avx512 => unsafe {
+            avx2::depthwise(conv, input, in_plane, out, isa.kind() == IsaKind::Avx512)
         },
         _ => depthwise_scalar(conv, input, in_plane, out),
     }
@@ -827,10 +811,10 @@ pub(crate) fn winograd(
     v.resize(WINOGRAD_POINTS * in_blocks * tiles.len(), 0.0);
     m.resize(WINOGRAD_POINTS * out_blocks * tiles.len(), 0.0);
     let first_tile_row = rows.start / 2;
-    match isa {
+    match isa.kind() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX2/FMA as for `dense`; the input rows and `v`'s length checked above.
-        Isa::Avx2Fma | Isa::Avx512 => unsafe {
+        IsaKind::Avx2Fma | IsaKind::Avx512 => unsafe {
             avx2::winograd_input(input, in_plane, in_blocks, first_tile_row, v, tiles)
         },
         _ => winograd_input_scalar(input, in_plane, in_blocks, first_tile_row, v, tiles),
@@ -842,10 +826,10 @@ pub(crate) fn winograd(
             dense(isa, &wino.point(p), v, tiles.flat, o, 0)
         });
     }
-    match isa {
+    match isa.kind() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX2/FMA as above; `m`'s length set above; writes go through `out`.
-        Isa::Avx2Fma | Isa::Avx512 => unsafe {
+        IsaKind::Avx2Fma | IsaKind::Avx512 => unsafe {
             avx2::winograd_output(m, tiles, out_blocks, conv.bias, conv.slope, out, out_block)
         },
         _ => winograd_output_scalar(m, tiles, out_blocks, conv.bias, conv.slope, out, out_block),
@@ -1196,7 +1180,7 @@ mod avx2 {
         //! Also depthwise rows at stride 1 (`depthwise_row`) and the first layer
         //! (`stem_row`). Each output float gets the same FMAs in the same order as in the
         //! AVX2 kernels, so the two give equal results. Safety as for the parent module,
-        //! plus: the CPU has AVX-512 F and DQ (`Isa::Avx512`).
+        //! plus: the CPU has AVX-512 F and DQ (an `Isa` of kind `Avx512`).
 
         use std::arch::x86_64::*;
 
@@ -1710,7 +1694,12 @@ mod tests {
         data
     }
 
-    fn run(plane: Plane, blocks: usize, threads: usize, f: impl Fn(&RowsOut) + Sync) -> Vec<f32> {
+    fn run(
+        plane: Plane,
+        blocks: usize,
+        threads: usize,
+        f: impl Fn(&mut RowsOut) + Sync,
+    ) -> Vec<f32> {
         let mut out = vec![0f32; blocks * plane.len()];
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -1795,14 +1784,14 @@ mod tests {
             let paired = paired_weights(&weights, 1);
             let conv = Dense { weights: &weights, paired: &paired, bias: &bias, slope: &slope, in_channels: 3, kernel: 3, stride: 2 };
             let out_plane = plane.strided(2);
-            let scalar = run(out_plane, 1, 1, |o| dense(Isa::Scalar, &conv, &packed, plane, o, 0));
+            let scalar = run(out_plane, 1, 1, |o| dense(Isa::scalar(), &conv, &packed, plane, o, 0));
             let available = Isa::available();
-            let avx2 = available.contains(&Isa::Avx2Fma)
-                .then(|| run(out_plane, 1, 1, |o| dense(Isa::Avx2Fma, &conv, &packed, plane, o, 0)));
+            let avx2 = Isa::of_kind(IsaKind::Avx2Fma)
+                .map(|avx2| run(out_plane, 1, 1, |o| dense(avx2, &conv, &packed, plane, o, 0)));
             for (isa, split) in available.into_iter().zip(&splits) {
                 let stemmed = run(out_plane, 1, threads, |o| stem(isa, &conv, split, plane, o));
                 close(&stemmed, &scalar)?;
-                if let (Isa::Avx512, Some(avx2)) = (isa, &avx2) {
+                if let (IsaKind::Avx512, Some(avx2)) = (isa.kind(), &avx2) {
                     prop_assert!(&stemmed == avx2, "the AVX-512 stem differs from the AVX2 dense kernel");
                 }
             }
@@ -1874,15 +1863,15 @@ mod tests {
             let paired = paired_weights(&packed, out_blocks);
             let conv = Dense { weights: &packed, paired: &paired, bias: &bias, slope: &slope, in_channels, kernel, stride };
             let input = blocked(in_channels, in_plane, &pixels);
-            let scalar = run(out_plane, out_blocks, 1, |o| dense(Isa::Scalar, &conv, &input, in_plane, o, 0));
+            let scalar = run(out_plane, out_blocks, 1, |o| dense(Isa::scalar(), &conv, &input, in_plane, o, 0));
             let mut outputs = Vec::new();
             for isa in Isa::available() {
                 let fast = run(out_plane, out_blocks, threads, |o| dense(isa, &conv, &input, in_plane, o, 0));
                 close(&fast, &scalar)?;
-                outputs.push((isa, fast));
+                outputs.push((isa.kind(), fast));
             }
             // The AVX-512 kernel does the AVX2 kernel's FMAs in the same order: equal bits.
-            if let [(Isa::Avx512, wide), (Isa::Avx2Fma, narrow), ..] = &outputs[..] {
+            if let [(IsaKind::Avx512, wide), (IsaKind::Avx2Fma, narrow), ..] = &outputs[..] {
                 prop_assert!(wide == narrow, "AVX-512 and AVX2 differ");
             }
 
@@ -1937,15 +1926,15 @@ mod tests {
             }
             let conv = Depthwise { weights: &packed, bias: &bias, slope: &slope, stride };
             let input = blocked(channels, in_plane, &pixels);
-            let scalar = run(out_plane, blocks, 1, |o| depthwise(Isa::Scalar, &conv, &input, in_plane, o));
+            let scalar = run(out_plane, blocks, 1, |o| depthwise(Isa::scalar(), &conv, &input, in_plane, o));
             let mut outputs = Vec::new();
             for isa in Isa::available() {
                 let fast = run(out_plane, blocks, threads, |o| depthwise(isa, &conv, &input, in_plane, o));
                 close(&fast, &scalar)?;
-                outputs.push((isa, fast));
+                outputs.push((isa.kind(), fast));
             }
             // Two pixels per AVX-512 register, each lane with the AVX2 kernel's FMAs: equal bits.
-            if let [(Isa::Avx512, wide), (Isa::Avx2Fma, narrow), ..] = &outputs[..] {
+            if let [(IsaKind::Avx512, wide), (IsaKind::Avx2Fma, narrow), ..] = &outputs[..] {
                 prop_assert!(wide == narrow, "AVX-512 and AVX2 differ");
             }
 
@@ -2025,7 +2014,7 @@ mod tests {
             let paired = paired_weights(&weights, out_blocks);
             let conv = Dense { weights: &weights, paired: &paired, bias: &bias, slope: &slope, in_channels, kernel: 3, stride: 1 };
             let wino = Winograd::new(&conv).unwrap();
-            let direct = run(plane, out_blocks, 1, |o| dense(Isa::Scalar, &conv, &input, plane, o, 0));
+            let direct = run(plane, out_blocks, 1, |o| dense(Isa::scalar(), &conv, &input, plane, o, 0));
             let cut = 2 * (split as usize % (half_height + 1));
             for isa in Isa::available() {
                 let mut out = vec![0f32; out_blocks * plane.len()];
