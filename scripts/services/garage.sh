@@ -4,7 +4,7 @@
 #   scripts/services/garage.sh stop
 # FACES_GARAGE_BIN picks the binary (default: `garage` on PATH, else ~/.cargo/bin/garage,
 # installed here as a debug build: quick to build for tests, but Garage's C dependencies
-# at -O0 take most of a core, so benchmarks want a release build, see the README).
+# at -O0 take most of a core, so benchmarks want a release build, see docs/benchmarks/README.md).
 # Idempotent: the rpc secret and the S3 key live in the state dir and are reused.
 set -euo pipefail
 

@@ -5,7 +5,7 @@
 //! buffers (uploads, decoded photos, marked copies) come from those arenas and stay
 //! there as fragmentation. Measured over the 183-photo service bench: about 70 MiB
 //! of peak RSS went to that, and neither mimalloc nor the arena cap alone cost
-//! throughput (README, "Memory").
+//! throughput (docs/operations.md, memory tuning).
 
 /// Arenas to keep: one per worker thread doing real work on a small machine.
 const ARENA_MAX: i32 = 2;

@@ -62,7 +62,7 @@ fn photo_path(args: &DetectorBenchArgs) -> PathBuf {
     })
 }
 
-/// The photo (of the shared test photos) the README's detector figures were measured on.
+/// The photo (of the shared test photos) the detector runs in docs/benchmarks/runs/ were measured on.
 const DEFAULT_PHOTO: &str = "dev/images/dlib_pascal/2008_001322.jpg";
 
 pub fn run(args: DetectorBenchArgs) -> Result<bool> {

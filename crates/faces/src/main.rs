@@ -47,7 +47,7 @@ enum Command {
     Upload(upload::UploadArgs),
     /// Print the OpenAPI document (as served at `/openapi.json`).
     Openapi,
-    /// Measure speed (see the README's benchmark section).
+    /// Measure speed (see docs/benchmarks/README.md).
     #[command(subcommand)]
     Bench(Bench),
 }
@@ -113,8 +113,13 @@ fn service(config: Config, role: Role) -> anyhow::Result<bool> {
 
 fn openapi() -> anyhow::Result<bool> {
     use faces_service::api::openapi::{ApiDoc, OpenApi};
-    println!("{}", ApiDoc::openapi().to_pretty_json()?);
-    Ok(true)
+    use std::io::Write;
+    let json = ApiDoc::openapi().to_pretty_json()?;
+    // `faces openapi | head` closes the pipe early: that is the reader's choice, not an error.
+    match writeln!(std::io::stdout(), "{json}") {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(error.into()),
+        _ => Ok(true),
+    }
 }
 
 fn migrate(config: Config) -> anyhow::Result<bool> {
