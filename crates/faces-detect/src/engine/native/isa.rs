@@ -22,6 +22,7 @@ pub(crate) enum IsaKind {
 }
 
 impl Isa {
+    #[inline]
     pub(crate) fn kind(self) -> IsaKind {
         self.0
     }
