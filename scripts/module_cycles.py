@@ -124,6 +124,8 @@ def main():
             children[m[:-1]].add(m[-1])
 
     texts = {m: strip(open(p, encoding="utf-8").read()) for m, p in files.items()}
+    # `pub(in path)` names where an item may be seen, not something it uses.
+    texts = {m: re.sub(r"pub\s*\(\s*in\s+[\w:]+\s*\)", "pub", t) for m, t in texts.items()}
 
     # re-exports at the root: name -> absolute path
     root_reexports = {}
