@@ -82,33 +82,6 @@ async fn client(state: Arc<AppState>, socket: WebSocket, after: Option<i64>) {
     let (mut events, _guard) = state.feed.subscribe();
     let mut sent = 0;
     if let Some(after) = after {
-        // A seq the outbox never reached (a restored or replaced database) would
-        // wait forever for events that were numbered already: tell the client.
-        match state.db.last_event_seq().await {
-            Ok(newest) if after > newest => {
-                let reason = format!(
-                    "after {after} is beyond the newest seq {newest}; reconnect without after"
-                );
-                let _ = sender
-                    .send(Message::Close(Some(CloseFrame {
-                        code: AFTER_BEYOND_NEWEST,
-                        reason: reason.into(),
-                    })))
-                    .await;
-                return;
-            }
-            Ok(_) => {}
-            Err(error) => {
-                tracing::warn!(%error, "could not read the outbox for a replay");
-                let _ = sender
-                    .send(Message::Close(Some(CloseFrame {
-                        code: close_code::ERROR,
-                        reason: "could not replay; reconnect".into(),
-                    })))
-                    .await;
-                return;
-            }
-        }
         match replay(&state, &mut sender, after).await {
             Ok(last) => sent = last,
             Err(()) => return,
@@ -154,25 +127,41 @@ async fn client(state: Arc<AppState>, socket: WebSocket, after: Option<i64>) {
 }
 
 /// Sends the retained events after `after`, in order; returns the last `seq` sent.
+/// An `after` beyond the newest event, or an outbox that cannot be read, closes the
+/// connection instead.
 async fn replay(
     state: &AppState,
     sender: &mut SplitSink<WebSocket, Message>,
     after: i64,
 ) -> Result<i64, ()> {
+    let close = async |sender: &mut SplitSink<WebSocket, Message>, code, reason: String| {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = sender.send(Message::Close(Some(frame))).await;
+        Err(())
+    };
+    let unreadable = |error: sqlx::Error| {
+        tracing::warn!(%error, "could not read the outbox for a replay");
+        "could not replay; reconnect".to_owned()
+    };
+    // A seq the outbox never reached (a restored or replaced database) would wait
+    // forever for events that were numbered already: tell the client.
+    match state.db.last_event_seq().await {
+        Ok(newest) if after > newest => {
+            let reason =
+                format!("after {after} is beyond the newest seq {newest}; reconnect without after");
+            return close(sender, AFTER_BEYOND_NEWEST, reason).await;
+        }
+        Ok(_) => {}
+        Err(error) => return close(sender, close_code::ERROR, unreadable(error)).await,
+    }
     let mut sent = after;
     loop {
         let events = match state.db.events_after(sent, REPLAY_BATCH).await {
             Ok(events) => events,
-            Err(error) => {
-                tracing::warn!(%error, "could not read the outbox for a replay");
-                let _ = sender
-                    .send(Message::Close(Some(CloseFrame {
-                        code: close_code::ERROR,
-                        reason: "could not replay; reconnect".into(),
-                    })))
-                    .await;
-                return Err(());
-            }
+            Err(error) => return close(sender, close_code::ERROR, unreadable(error)).await,
         };
         let full = events.len() as i64 == REPLAY_BATCH;
         for (seq, submission) in events {
