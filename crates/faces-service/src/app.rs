@@ -47,8 +47,10 @@ pub struct App {
 
 impl App {
     /// Opens storage and database (migrating it), binds the port and starts
-    /// `config.workers` workers.
-    pub async fn start(config: Config, role: Role) -> anyhow::Result<App> {
+    /// `config.workers` workers. Without `--public-url`, links name the bound port
+    /// ([`Config::settle_public_url`]): with `config.port` 0 the one the system picked,
+    /// which [`App::addr`] (and the `faces listening` log line) tells.
+    pub async fn start(mut config: Config, role: Role) -> anyhow::Result<App> {
         let client_address = ClientAddress::new(config.trusted_proxy_header.as_deref())?;
         tokio::fs::create_dir_all(&config.data_dir)
             .await
@@ -71,6 +73,7 @@ impl App {
             Role::Worker => None,
         };
         let addr = listener.as_ref().map(TcpListener::local_addr).transpose()?;
+        config.settle_public_url(addr.map_or(config.port, |addr| addr.port()));
         // Live clients get what commits from now on; older events are replayed on
         // request (`GET /faces?after=`).
         let relayed = db.last_event_seq().await.context("reading the outbox")?;

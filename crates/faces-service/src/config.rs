@@ -23,12 +23,10 @@ pub struct Config {
     #[arg(long, env = "FACES_DATABASE_URL")]
     pub database_url: Option<String>,
     /// Base URL clients reach this service at; used in `feed_url`, `status_url`, `image_url`.
-    #[arg(
-        long,
-        env = "FACES_PUBLIC_URL",
-        default_value = "http://localhost:8282"
-    )]
-    pub public_url: String,
+    /// Default: the address it listens on, with the port it bound (`--port 0` included):
+    /// `http://localhost:<port>` on all addresses (`0.0.0.0`, `::`), else `http://<host>:<port>`.
+    #[arg(long, env = "FACES_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Largest upload in bytes.
     #[arg(long, env = "FACES_MAX_UPLOAD_BYTES", default_value_t = 100 * 1024 * 1024)]
     pub max_upload_bytes: u64,
@@ -196,6 +194,9 @@ pub struct S3Config {
     pub virtual_hosted: bool,
 }
 
+/// The public URL of the embedded defaults (all addresses, port 8282).
+const DEFAULT_PUBLIC_URL: &str = "http://localhost:8282";
+
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -220,8 +221,28 @@ impl Config {
         })
     }
 
+    /// The base URL of `feed_url`, `status_url` and `image_url`, without a trailing `/`.
+    /// Unset, it is the one [`Config::settle_public_url`] gives the embedded defaults
+    /// (`http://localhost:8282`); [`crate::App::start`] settles it before anything is served.
     pub fn public_url(&self) -> &str {
-        self.public_url.trim_end_matches('/')
+        self.public_url
+            .as_deref()
+            .unwrap_or(DEFAULT_PUBLIC_URL)
+            .trim_end_matches('/')
+    }
+
+    /// Sets the public URL, if `--public-url` did not, from where the service listens:
+    /// `http://localhost:<port>` when it listens on all addresses, else
+    /// `http://<host>:<port>`. [`crate::App::start`] calls it with the port it bound, so
+    /// that a service told `--port 0` (as the tests start it) links to the port it got.
+    pub fn settle_public_url(&mut self, port: u16) {
+        if self.public_url.is_none() {
+            self.public_url = Some(if self.host.is_unspecified() {
+                format!("http://localhost:{port}")
+            } else {
+                format!("http://{}", std::net::SocketAddr::new(self.host, port))
+            });
+        }
     }
 
     /// `ws://host/faces` or `wss://host/faces`, matching the public URL's scheme.
@@ -286,7 +307,26 @@ mod tests {
     #[test]
     fn feed_url_follows_https() {
         let mut config = Config::embedded_defaults();
-        config.public_url = "https://faces.example.org/".into();
+        config.public_url = Some("https://faces.example.org/".into());
         assert_eq!(config.feed_url(), "wss://faces.example.org/faces");
+    }
+
+    #[test]
+    fn the_public_url_follows_the_bound_port_unless_set() {
+        let mut config = Config::embedded_defaults();
+        config.public_url = None;
+        config.settle_public_url(8282);
+        assert_eq!(config.public_url(), "http://localhost:8282");
+        config.public_url = None;
+        config.host = "127.0.0.1".parse().unwrap();
+        config.settle_public_url(40123);
+        assert_eq!(config.public_url(), "http://127.0.0.1:40123");
+        config.public_url = None;
+        config.host = "::1".parse().unwrap();
+        config.settle_public_url(40123);
+        assert_eq!(config.public_url(), "http://[::1]:40123");
+        config.public_url = Some("https://faces.example.org".into());
+        config.settle_public_url(40123);
+        assert_eq!(config.public_url(), "https://faces.example.org");
     }
 }

@@ -219,7 +219,7 @@ async fn post(
         head.push_str(&format!("Content-Type: {content_type}\r\n"));
     }
     head.push_str("\r\n");
-    let stream = tokio::net::TcpStream::connect(("127.0.0.1", app.config.port))
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port()))
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let (mut reader, mut writer) = stream.into_split();

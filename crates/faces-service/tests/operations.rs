@@ -349,7 +349,8 @@ async fn uploads_beyond_the_concurrency_cap_get_503_and_stalled_bodies_time_out(
     })
     .await;
     let (stalled, answer) = streaming_upload(&app);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Until the server holds it: its slot taken, its address counted.
+    app.wait_uploads_streaming(1).await;
 
     let response = post_png(&app, None).await;
     assert_eq!(response.status(), 503);
@@ -396,7 +397,8 @@ async fn one_address_cannot_hold_more_than_its_share_of_upload_slots() {
     })
     .await;
     let (stalled, answer) = streaming_upload(&app);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Until the server holds it: its slot taken, its address counted.
+    app.wait_uploads_streaming(1).await;
     let response = post_png(&app, None).await;
     assert_eq!(response.status(), 429);
     assert_eq!(response.headers()["retry-after"], "1");

@@ -139,17 +139,17 @@ fn marker(round: usize) -> String {
     format!("run{run}round{round}")
 }
 
-async fn throughput(server: &support::Server, files: &[PathBuf], round: usize) -> f64 {
+async fn throughput(server: &support::Process, files: &[PathBuf], round: usize) -> f64 {
     let http = reqwest::Client::new();
     let (sender, mut events) = mpsc::unbounded_channel();
-    feed_client(&server.base, sender).await;
+    feed_client(server.base(), sender).await;
     let concurrency = env_or("BENCH_CONCURRENCY", 8);
     let limit = Arc::new(Semaphore::new(concurrency));
     let started = Instant::now();
     let started_utc = Utc::now();
     let mut tasks = Vec::new();
     for path in files {
-        let (http, base, limit) = (http.clone(), server.base.clone(), limit.clone());
+        let (http, base, limit) = (http.clone(), server.base().to_owned(), limit.clone());
         let mut bytes = std::fs::read(path).unwrap();
         bytes.extend_from_slice(marker(round).as_bytes());
         tasks.push(tokio::spawn(async move {
@@ -169,7 +169,7 @@ async fn throughput(server: &support::Server, files: &[PathBuf], round: usize) -
     let mut announced = 0;
     for id in sent_at.keys() {
         loop {
-            let record = support::get_json(&http, &format!("{}/image/{id}", server.base)).await;
+            let record = support::get_json(&http, &format!("{}/image/{id}", server.base())).await;
             if record["status"] == "done" {
                 let processed: DateTime<Utc> =
                     record["processed_at"].as_str().unwrap().parse().unwrap();
@@ -219,7 +219,7 @@ async fn throughput(server: &support::Server, files: &[PathBuf], round: usize) -
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99)
     );
-    let pid = server.child.id();
+    let pid = server.pid();
     println!(
         "  server RSS:                {:.1} MiB now, {:.1} MiB peak so far",
         mib(support::rss_kib(pid)),
@@ -229,8 +229,8 @@ async fn throughput(server: &support::Server, files: &[PathBuf], round: usize) -
 }
 
 /// The mean time of each job stage so far, from the server's `/metrics`.
-async fn stages(server: &support::Server) {
-    let text = support::metrics_text(&server.base).await;
+async fn stages(server: &support::Process) {
+    let text = support::metrics_text(server.base()).await;
     let value = |series: &str| -> f64 {
         text.lines()
             .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
@@ -270,7 +270,7 @@ async fn stages(server: &support::Server) {
 async fn big_upload(jpeg: &Path) -> Option<String> {
     let server = &support::serve(&["--workers", "0"]).await;
     const SIZE: usize = 100 * 1024 * 1024 - 64 * 1024;
-    let pid = server.child.id();
+    let pid = server.pid();
     let before = support::peak_rss_kib(pid);
     let head = Bytes::from(std::fs::read(jpeg).unwrap());
     let chunk = Bytes::from(vec![0u8; 1024 * 1024]);
@@ -290,7 +290,7 @@ async fn big_upload(jpeg: &Path) -> Option<String> {
     let form = reqwest::multipart::Form::new().part("image", part);
     let started = Instant::now();
     let response = reqwest::Client::new()
-        .post(format!("{}/image/", server.base))
+        .post(format!("{}/image/", server.base()))
         .multipart(form)
         .send()
         .await
@@ -318,21 +318,21 @@ async fn big_upload(jpeg: &Path) -> Option<String> {
 /// measured server's queue too: waits until that server has finished it, reports how
 /// it ended and the peak RSS that took (its worker reads the 100 MB original), then
 /// resets the peak so that the rounds report their own.
-async fn drain_big_upload(server: &support::Server, id: Option<&str>) {
+async fn drain_big_upload(server: &support::Process, id: Option<&str>) {
     let Some(id) = id.filter(|_| std::env::var_os("FACES_DATABASE_URL").is_some()) else {
         return;
     };
     let http = reqwest::Client::new();
     let started = Instant::now();
     let status = loop {
-        let record = support::get_json(&http, &format!("{}/image/{id}", server.base)).await;
+        let record = support::get_json(&http, &format!("{}/image/{id}", server.base())).await;
         if record["status"] == "done" || record["status"] == "failed" {
             break record["status"].clone();
         }
         assert!(started.elapsed() < DEADLINE);
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let pid = server.child.id();
+    let pid = server.pid();
     println!(
         "  its job in the measured server's queue (shared database): {status}, peak RSS {:.1} MiB, reset before the rounds",
         support::peak_rss_kib(pid) as f64 / 1024.0
@@ -341,11 +341,11 @@ async fn drain_big_upload(server: &support::Server, id: Option<&str>) {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
 }
 
-async fn fan_out(server: &support::Server, photo: &Path) {
+async fn fan_out(server: &support::Process, photo: &Path) {
     let clients = env_or("BENCH_CLIENTS", 1000);
     let (sender, mut events) = mpsc::unbounded_channel();
     for _ in 0..clients {
-        feed_client(&server.base, sender.clone()).await;
+        feed_client(server.base(), sender.clone()).await;
     }
     let http = reqwest::Client::new();
     let bytes = std::fs::read(photo).unwrap();
@@ -355,7 +355,7 @@ async fn fan_out(server: &support::Server, photo: &Path) {
         // A distinct file each round (identical bytes would be answered from the first result, which is fine too).
         let mut distinct = bytes.clone();
         distinct.extend_from_slice(marker(round).as_bytes());
-        let id = upload(&http, &server.base, distinct).await;
+        let id = upload(&http, server.base(), distinct).await;
         let mut received = Vec::with_capacity(clients);
         while received.len() < clients {
             let (event_id, processed, at) = tokio::time::timeout(DEADLINE, events.recv())

@@ -121,6 +121,10 @@ impl Client {
         Ok(Self {
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(10))
+                // The server closes a connection idle for --header-timeout-secs (10 s by
+                // default); reusing one just as it does fails the upload, so let idle
+                // connections go sooner.
+                .pool_idle_timeout(Duration::from_secs(5))
                 .build()?,
             server: args.server.trim_end_matches('/').to_owned(),
             query,

@@ -3,8 +3,6 @@
 //! with the last `seq` it saw has received each detection exactly once, in order.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -12,29 +10,6 @@ use serde_json::Value;
 mod support;
 
 const DEADLINE: Duration = Duration::from_secs(120);
-
-fn start(data_dir: &Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_faces"))
-        .args([
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--workers",
-            "1",
-            "--job-lease-secs",
-            "2",
-        ])
-        .arg("--port")
-        .arg(port.to_string())
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("--public-url")
-        .arg(format!("http://127.0.0.1:{port}"))
-        .env("FACES_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("faces starts")
-}
 
 /// Records a feed message: its id's count and its seq.
 fn count(counts: &mut HashMap<String, usize>, seqs: &mut Vec<i64>, event: Value) {
@@ -47,13 +22,13 @@ fn count(counts: &mut HashMap<String, usize>, seqs: &mut Vec<i64>, event: Value)
 #[tokio::test]
 async fn sigkill_mid_run_loses_nothing_and_announces_each_once() {
     let data = faces_test_data::path("throughput");
-    let temp = tempfile::tempdir().unwrap();
-    let port = support::free_port();
-    let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
 
-    let mut server = start(temp.path(), port);
-    support::wait_ready(&base).await;
+    let mut server = support::Faces::serve()
+        .args(["--workers", "1", "--job-lease-secs", "2"])
+        .start()
+        .await;
+    let base = server.base().to_owned();
     let mut first_feed = support::feed(&base).await;
 
     let mut files: Vec<_> = std::fs::read_dir(&data)
@@ -84,16 +59,16 @@ async fn sigkill_mid_run_loses_nothing_and_announces_each_once() {
         .unwrap()
         .unwrap();
     count(&mut counts, &mut seqs, first);
-    server.kill().expect("SIGKILL");
-    server.wait().unwrap();
+    server.kill();
     // What the old server sent before it died still counts.
     while let Some(event) = first_feed.recv().await {
         count(&mut counts, &mut seqs, event);
     }
 
-    // The client reconnects as the page does: after the last seq it saw.
-    let mut server = start(temp.path(), port);
-    support::wait_ready(&base).await;
+    // The client reconnects as the page does: after the last seq it saw (to the
+    // restarted server, on the port it bound this time).
+    server.restart().await;
+    let base = server.base().to_owned();
     let last = *seqs.last().unwrap();
     let mut second_feed = support::feed_at(&base, &format!("/faces?after={last}")).await;
     let deadline = tokio::time::Instant::now() + DEADLINE;
@@ -132,6 +107,5 @@ async fn sigkill_mid_run_loses_nothing_and_announces_each_once() {
         seqs.windows(2).all(|w| w[0] < w[1]),
         "in seq order: {seqs:?}"
     );
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
 }

@@ -10,9 +10,9 @@
 //! never passes, without it.
 
 use std::collections::HashSet;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -24,6 +24,8 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 mod support;
+
+use support::Process;
 
 /// One test at a time: they measure RSS and compete for two cores.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -66,122 +68,17 @@ fn http_client() -> reqwest::Client {
         .unwrap()
 }
 
-/// A `faces serve` process on a free port; killed when dropped. The data dir
-/// belongs to the test, so a test can restart a server on the same one.
-struct Server {
-    child: Child,
-    port: u16,
-    base: String,
-}
-
-impl Server {
-    /// Spawns `faces serve --data-dir data` plus `extra`, without waiting.
-    fn spawn(data: &Path, extra: &[&str], stderr: Stdio) -> Server {
-        let port = support::free_port();
-        let base = format!("http://127.0.0.1:{port}");
-        let child = Command::new(env!("CARGO_BIN_EXE_faces"))
-            .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--public-url", &base])
-            .arg("--data-dir")
-            .arg(data)
-            .args(extra)
-            .env("FACES_LOG", "warn")
-            // These tests are about faults, not throttling.
-            .env("FACES_RATE_LIMIT_PER_MINUTE", "0")
-            // SQLite in the data dir and local storage, whatever the environment says.
-            .env_remove("FACES_DATABASE_URL")
-            .env_remove("FACES_S3_BUCKET")
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("faces starts");
-        Server { child, port, base }
-    }
-
-    /// Spawns the server and waits until it is ready.
-    async fn start(data: &Path, extra: &[&str]) -> Server {
-        let mut server = Server::spawn(data, extra, Stdio::inherit());
-        server.wait_ready(extra).await;
-        server
-    }
-
-    /// Waits until `GET /readyz` answers 200; panics if the process exits first.
-    async fn wait_ready(&mut self, extra: &[&str]) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("faces serve {extra:?} exited at start: {status}");
-            }
-            if let Ok(response) = reqwest::get(self.url("/readyz")).await {
-                if response.status() == 200 {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not become ready",
-                self.base
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn assert_alive(&mut self) {
-        if let Some(status) = self.child.try_wait().unwrap() {
-            panic!("the server died: {status}");
-        }
-    }
-
-    /// `kill -TERM <pid>`, as an operator or a supervisor stops it.
-    fn sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -TERM {}: {status}", self.pid());
-    }
-
-    /// Waits for the process to exit; panics after `within`.
-    async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not exit within {within:?} of SIGTERM"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// SIGTERM, then the exit status.
-    async fn stop(&mut self) -> ExitStatus {
-        self.sigterm();
-        self.wait_exit(Duration::from_secs(60)).await
-    }
-
-    /// `kill -9`: no chance to clean anything up.
-    fn sigkill(&mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `faces serve --data-dir data` plus `extra`, on SQLite in the data dir and local
+/// storage whatever the environment says, and without a rate limit (these tests are
+/// about faults, not throttling). The data dir belongs to the test, so a test can
+/// restart a server on the same one.
+fn faces(data: &Path, extra: &[&str]) -> support::Faces {
+    support::Faces::serve()
+        .data_dir(data)
+        .args(extra)
+        .env("FACES_RATE_LIMIT_PER_MINUTE", "0")
+        .env_remove("FACES_DATABASE_URL")
+        .env_remove("FACES_S3_BUCKET")
 }
 
 /// What an upload was answered.
@@ -298,7 +195,7 @@ async fn upload_until_accepted(
 /// answer but 200 (a 503 is retried), or at `deadline`.
 async fn wait_done(
     http: &reqwest::Client,
-    server: &mut Server,
+    server: &mut Process,
     id: &str,
     deadline: Instant,
 ) -> Value {
@@ -505,12 +402,12 @@ async fn full_disk_gets_507_and_recovers_without_restart() {
         "--job-lease-secs",
         "10",
     ];
-    let mut server = Server::start(data, &flags).await;
+    let mut server = faces(data, &flags).start().await;
     let http = http_client();
     let mut photos = crowd_photos().into_iter();
     let mut accepted = Vec::new();
     for photo in photos.by_ref().take(4) {
-        let answer = post_photo(&http, &server.base, "", &photo).await;
+        let answer = post_photo(&http, server.base(), "", &photo).await;
         assert_eq!(answer.status, 202, "before the disk fills: {answer:?}");
         accepted.push(answer.id());
     }
@@ -530,7 +427,7 @@ async fn full_disk_gets_507_and_recovers_without_restart() {
     let answers = futures::future::join_all(
         batch
             .iter()
-            .map(|photo| post_photo(&http, &server.base, "", photo)),
+            .map(|photo| post_photo(&http, server.base(), "", photo)),
     )
     .await;
     let mut refused = 0;
@@ -552,7 +449,7 @@ async fn full_disk_gets_507_and_recovers_without_restart() {
     assert!(refused >= 1, "no upload got 507 on a full disk");
     // Refused uploads free their temporary files: take that space too.
     fill_up(&mut filler);
-    let (status, body) = readyz(&http, &server.base).await;
+    let (status, body) = readyz(&http, server.base()).await;
     eprintln!("/readyz on a full disk: {status} {body}");
     assert_eq!(status, 503, "/readyz on a full disk: {body}");
     assert_not_ready(&body, "a full disk");
@@ -562,18 +459,18 @@ async fn full_disk_gets_507_and_recovers_without_restart() {
     std::fs::remove_file(&filler_path).unwrap();
     for photo in photos.by_ref().take(2) {
         accepted.push(
-            upload_until_accepted(&http, &server.base, &photo, Duration::from_secs(10)).await,
+            upload_until_accepted(&http, server.base(), &photo, Duration::from_secs(10)).await,
         );
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     for id in &accepted {
         wait_done(&http, &mut server, id, deadline).await;
     }
-    let status = server.stop().await;
+    let status = server.stop().await.status;
     assert!(status.success(), "SIGTERM exit status: {status}");
 
     // A restart on the same data dir: all still done, nothing left over.
-    let server = Server::start(data, &flags).await;
+    server.restart().await;
     for id in &accepted {
         let record = support::get_json(&http, &server.url(&format!("/image/{id}"))).await;
         assert_eq!(record["status"], "done", "after the restart: {record}");
@@ -589,7 +486,7 @@ async fn full_disk_gets_507_and_recovers_without_restart() {
         uploading.is_empty(),
         ".uploads/ is not empty: {uploading:?}"
     );
-    let listed = listed_ids(&http, &server.base).await;
+    let listed = listed_ids(&http, server.base()).await;
     let originals = files_under(&data.join("faces"));
     for original in &originals {
         let stem = original.file_stem().unwrap().to_string_lossy();
@@ -630,12 +527,13 @@ connection.execute("COMMIT")
 async fn locked_sqlite_gets_503_then_recovers() {
     let _serial = SERIAL.lock().await;
     let temp = tempfile::tempdir().unwrap();
-    let mut server =
-        Server::start(temp.path(), &["--workers", "1", "--retry-base-ms", "200"]).await;
+    let mut server = faces(temp.path(), &["--workers", "1", "--retry-base-ms", "200"])
+        .start()
+        .await;
     let http = http_client();
     let warm = post_photo(
         &http,
-        &server.base,
+        server.base(),
         "?wait=30",
         &shared("known_counts/fr_obama.jpg"),
     )
@@ -664,9 +562,9 @@ async fn locked_sqlite_gets_503_then_recovers() {
     let uploads = futures::future::join_all(
         photos[..6]
             .iter()
-            .map(|photo| post_photo(&http, &server.base, "", photo)),
+            .map(|photo| post_photo(&http, server.base(), "", photo)),
     );
-    let (answers, (ready_status, ready_body)) = tokio::join!(uploads, readyz(&http, &server.base));
+    let (answers, (ready_status, ready_body)) = tokio::join!(uploads, readyz(&http, server.base()));
     eprintln!(
         "during the lock ({:.1?} after it was taken): uploads {:?}, /readyz {ready_status} {ready_body}",
         locked_at.elapsed(),
@@ -697,7 +595,7 @@ async fn locked_sqlite_gets_503_then_recovers() {
     assert!(exit.success(), "python: {exit}");
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let (status, body) = readyz(&http, &server.base).await;
+        let (status, body) = readyz(&http, server.base()).await;
         if status == 200 {
             assert_eq!(
                 body,
@@ -712,7 +610,7 @@ async fn locked_sqlite_gets_503_then_recovers() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let after = post_photo(&http, &server.base, "", &photos[6]).await;
+    let after = post_photo(&http, server.base(), "", &photos[6]).await;
     assert_eq!(after.status, 202, "after the lock: {after:?}");
     accepted.push(after.id());
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -735,7 +633,7 @@ async fn sigkill_mid_upload_leaves_no_temp_files() {
     let data = temp.path();
     // The stalled bodies must not time out before the kill.
     let flags = ["--workers", "1", "--body-timeout-secs", "300"];
-    let mut server = Server::start(data, &flags).await;
+    let mut server = faces(data, &flags).start().await;
     let http = reqwest::Client::new();
     let jpeg = std::fs::read(shared("edge/files/upscaled_4000x3000.jpg")).unwrap();
     let sent = &jpeg[..jpeg.len().min(1_000_000)];
@@ -773,7 +671,7 @@ async fn sigkill_mid_upload_leaves_no_temp_files() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    server.sigkill();
+    server.kill();
     for upload in &stalled {
         upload.abort();
     }
@@ -798,10 +696,10 @@ async fn sigkill_mid_upload_leaves_no_temp_files() {
         .expect("touch runs");
     assert!(touched.success());
 
-    let server = Server::start(data, &flags).await;
+    server.restart().await;
     let left = files_under(&uploads);
     assert!(left.is_empty(), ".uploads/ after the restart: {left:?}");
-    let listed = listed_ids(&http, &server.base).await;
+    let listed = listed_ids(&http, server.base()).await;
     assert!(listed.is_empty(), "GET /images lists {listed:?}");
     for leftover in [&half_written, &probe, &orphan] {
         assert!(
@@ -1026,8 +924,8 @@ async fn concurrent_16_bit_pngs_stay_inside_the_memory_budget() {
     eprintln!("9990x9990 16-bit RGBA PNG: {} bytes", huge.len());
     {
         let temp = tempfile::tempdir().unwrap();
-        let server = Server::start(temp.path(), &["--workers", "1"]).await;
-        let answer = post_image(&http, &server.base, "", huge, "huge16.png").await;
+        let server = faces(temp.path(), &["--workers", "1"]).start().await;
+        let answer = post_image(&http, server.base(), "", huge, "huge16.png").await;
         eprintln!("9990x9990 16-bit RGBA: {} {}", answer.status, answer.body);
         assert_eq!(answer.status, 413, "{answer:?}");
         let message = image_error(&answer, "over the memory budget");
@@ -1040,13 +938,14 @@ async fn concurrent_16_bit_pngs_stay_inside_the_memory_budget() {
     // (b) Two 6000 x 6000 16-bit RGBA images (about 380 MiB each to decode) under a
     // 600 MiB budget, uploaded at once to two workers.
     let temp = tempfile::tempdir().unwrap();
-    let mut server = Server::start(
+    let mut server = faces(
         temp.path(),
         &["--memory-budget", "600MiB", "--workers", "2"],
     )
+    .start()
     .await;
     let warm = uniform_png(6000, 6000, 8, RGB, &[90, 120, 150]);
-    let answer = post_image(&http, &server.base, "?wait=60", warm, "warm.png").await;
+    let answer = post_image(&http, server.base(), "?wait=60", warm, "warm.png").await;
     assert_eq!(answer.status, 200, "warm-up: {answer:?}");
     assert_eq!(answer.body["status"], "done", "warm-up: {answer:?}");
     // Different colours: different bytes, so no result is reused as a duplicate.
@@ -1072,8 +971,8 @@ async fn concurrent_16_bit_pngs_stay_inside_the_memory_budget() {
     support::reset_peak_rss(server.pid());
     let baseline = support::rss_kib(server.pid());
     let (a, b) = tokio::join!(
-        post_image(&http, &server.base, "", first, "first16.png"),
-        post_image(&http, &server.base, "", second, "second16.png"),
+        post_image(&http, server.base(), "", first, "first16.png"),
+        post_image(&http, server.base(), "", second, "second16.png"),
     );
     assert_eq!(a.status, 202, "{a:?}");
     assert_eq!(b.status, 202, "{b:?}");
@@ -1174,7 +1073,7 @@ fn response_complete(bytes: &[u8]) -> bool {
 async fn huge_part_header_is_refused_without_buffering_it() {
     let _serial = SERIAL.lock().await;
     let temp = tempfile::tempdir().unwrap();
-    let server = Server::start(temp.path(), &["--workers", "1"]).await;
+    let server = faces(temp.path(), &["--workers", "1"]).start().await;
     let jpeg = std::fs::read(shared("known_counts/fr_obama.jpg")).unwrap();
     let mut body = b"--B\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.jpg\"\r\nContent-Type: image/jpeg\r\nX-Pad: ".to_vec();
     body.resize(body.len() + (16 << 20), b'a');
@@ -1190,7 +1089,7 @@ async fn huge_part_header_is_refused_without_buffering_it() {
 
     support::reset_peak_rss(server.pid());
     let before = support::rss_kib(server.pid());
-    let (status, text) = raw_post(server.port, head, body).await;
+    let (status, text) = raw_post(server.port(), head, body).await;
     let peak = support::peak_rss_kib(server.pid());
     let after = support::rss_kib(server.pid());
     eprintln!(
@@ -1224,12 +1123,14 @@ async fn huge_part_header_is_refused_without_buffering_it() {
 async fn threshold_zero_keeps_at_most_max_faces() {
     let _serial = SERIAL.lock().await;
     let temp = tempfile::tempdir().unwrap();
-    let server = Server::start(temp.path(), &["--workers", "1", "--max-faces", "3"]).await;
+    let server = faces(temp.path(), &["--workers", "1", "--max-faces", "3"])
+        .start()
+        .await;
     let http = http_client();
-    let mut feed = support::feed(&server.base).await;
+    let mut feed = support::feed(server.base()).await;
     let photo = shared("known_counts/fr_obama.jpg");
 
-    let all = post_photo(&http, &server.base, "?threshold=0&wait=60", &photo).await;
+    let all = post_photo(&http, server.base(), "?threshold=0&wait=60", &photo).await;
     assert_eq!(all.status, 200, "{all:?}");
     assert_eq!(all.body["status"], "done", "{all:?}");
     let kept = faces_of(&all.body);
@@ -1250,7 +1151,7 @@ async fn threshold_zero_keeps_at_most_max_faces() {
     );
 
     // Another threshold is another option set: detected afresh, not reused.
-    let one = post_photo(&http, &server.base, "?wait=60", &photo).await;
+    let one = post_photo(&http, server.base(), "?wait=60", &photo).await;
     assert_eq!(one.status, 200, "{one:?}");
     assert_eq!(one.body["status"], "done", "{one:?}");
     let found = faces_of(&one.body);
@@ -1307,12 +1208,12 @@ async fn next_frame(
 async fn feed_after_beyond_the_newest_seq_is_closed_with_4409() {
     let _serial = SERIAL.lock().await;
     let temp = tempfile::tempdir().unwrap();
-    let server = Server::start(temp.path(), &["--workers", "1"]).await;
+    let server = faces(temp.path(), &["--workers", "1"]).start().await;
     let http = http_client();
-    let mut feed = support::feed(&server.base).await;
+    let mut feed = support::feed(server.base()).await;
     let done = post_photo(
         &http,
-        &server.base,
+        server.base(),
         "?wait=60",
         &shared("known_counts/fr_obama.jpg"),
     )
@@ -1323,7 +1224,7 @@ async fn feed_after_beyond_the_newest_seq_is_closed_with_4409() {
         .as_i64()
         .unwrap_or_else(|| panic!("no seq: {event}"));
 
-    let mut beyond = ws_connect(&server.base, "/faces?after=1000000").await;
+    let mut beyond = ws_connect(server.base(), "/faces?after=1000000").await;
     match next_frame(&mut beyond, Duration::from_secs(5)).await {
         Some(Message::Close(Some(CloseFrame { code, reason }))) => {
             eprintln!("after=1000000 closed: {code} {reason:?}");
@@ -1338,13 +1239,13 @@ async fn feed_after_beyond_the_newest_seq_is_closed_with_4409() {
         }
     }
 
-    let mut current = ws_connect(&server.base, &format!("/faces?after={newest}")).await;
+    let mut current = ws_connect(server.base(), &format!("/faces?after={newest}")).await;
     if let Some(frame) = next_frame(&mut current, Duration::from_secs(1)).await {
         panic!("after={newest} (the newest) got {frame:?} instead of waiting");
     }
     let next = post_photo(
         &http,
-        &server.base,
+        server.base(),
         "",
         &shared("known_counts/fr_biden.jpg"),
     )
@@ -1373,7 +1274,7 @@ async fn feed_after_beyond_the_newest_seq_is_closed_with_4409() {
 async fn served_files_carry_nosniff() {
     let _serial = SERIAL.lock().await;
     let temp = tempfile::tempdir().unwrap();
-    let server = Server::start(temp.path(), &["--workers", "1"]).await;
+    let server = faces(temp.path(), &["--workers", "1"]).start().await;
     let http = http_client();
     let nosniff = |headers: &reqwest::header::HeaderMap| {
         headers
@@ -1388,7 +1289,7 @@ async fn served_files_carry_nosniff() {
 
     let answer = post_photo(
         &http,
-        &server.base,
+        server.base(),
         "?wait=60",
         &shared("known_counts/fr_obama.jpg"),
     )
@@ -1423,23 +1324,15 @@ async fn sigterm_while_jobs_finish_stops_cleanly() {
     let _serial = SERIAL.lock().await;
     let temp = tempfile::tempdir().unwrap();
     let flags = ["--workers", "1"];
-    let mut server = Server::spawn(temp.path(), &flags, Stdio::piped());
-    // Drained from the start, so the server never blocks on a full pipe.
-    let mut stderr = server.child.stderr.take().unwrap();
-    let log = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    server.wait_ready(&flags).await;
+    // Its stderr is collected from the start, so the server never blocks on a full pipe.
+    let mut server = faces(temp.path(), &flags).capture_stderr().start().await;
     let http = http_client();
     for photo in crowd_photos().iter().take(3) {
-        let answer = post_photo(&http, &server.base, "", photo).await;
+        let answer = post_photo(&http, server.base(), "", photo).await;
         assert_eq!(answer.status, 202, "{answer:?}");
     }
-    server.sigterm();
-    let status = server.wait_exit(Duration::from_secs(60)).await;
-    let log = log.join().unwrap();
+    let stopped = server.stop().await;
+    let (status, log) = (stopped.status, stopped.stderr.expect("stderr collected"));
     eprintln!("exit {status}; stderr:\n{log}");
     assert!(status.success(), "exit status {status}; stderr:\n{log}");
     assert!(!log.contains("panicked"), "a panic at shutdown:\n{log}");

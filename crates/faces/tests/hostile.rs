@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -21,6 +20,8 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 mod support;
+
+use support::Process;
 
 /// The tests measure latency on a small machine: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -46,120 +47,66 @@ fn edge_dir() -> PathBuf {
     faces_test_data::path("edge")
 }
 
-/// A `faces serve` process on a free port with its own data dir; killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-    base: String,
-    _temp: tempfile::TempDir,
+/// `faces serve` with its own data dir, one worker, the pixel limit above and no
+/// rate limit, plus `extra`; ready.
+async fn start(extra: &[&str]) -> Process {
+    support::Faces::serve()
+        .args(["--workers", "1", "--max-pixels", MAX_PIXELS])
+        .args(["--rate-limit-per-minute", "0"])
+        .args(extra)
+        .start()
+        .await
 }
 
-impl Server {
-    async fn start(extra: &[&str]) -> Server {
-        let temp = tempfile::tempdir().expect("temp dir");
-        let port = support::free_port();
-        let base = format!("http://127.0.0.1:{port}");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_faces"))
-            .args(["serve", "--host", "127.0.0.1", "--workers", "1"])
-            .args(["--port", &port.to_string()])
-            .arg("--data-dir")
-            .arg(temp.path())
-            .args(["--public-url", &base, "--max-pixels", MAX_PIXELS])
-            .args(["--rate-limit-per-minute", "0"])
-            .args(extra)
-            .env("FACES_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("faces starts");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("faces serve {extra:?} exited at start: {status}");
-            }
-            if let Ok(response) = reqwest::get(format!("{base}/readyz")).await {
-                if response.status() == 200 {
-                    break;
-                }
-            }
-            assert!(Instant::now() < deadline, "{base} did not become ready");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+/// The server's peak resident set size so far (VmHWM), in KiB.
+fn peak_rss_kib(server: &Process) -> u64 {
+    support::peak_rss_kib(server.pid())
+}
+
+/// `GET /healthcheck` on a fresh connection answers `OK` within [`HEALTHY_WITHIN`].
+async fn assert_healthy(server: &mut Process, after: &str) -> Duration {
+    server.assert_alive();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let response = client
+        .get(server.url("/healthcheck"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("healthcheck after {after}: {e}"));
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    let took = started.elapsed();
+    assert_eq!(
+        (status.as_u16(), body.as_str()),
+        (200, "OK"),
+        "healthcheck after {after}"
+    );
+    assert!(
+        took < HEALTHY_WITHIN,
+        "healthcheck after {after} took {took:?}"
+    );
+    took
+}
+
+/// Polls `GET /image/{id}` until `done` or `failed`.
+async fn wait_terminal(server: &mut Process, http: &reqwest::Client, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let record = support::get_json(http, &server.url(&format!("/image/{id}"))).await;
+        if record["status"] == "done" || record["status"] == "failed" {
+            return record;
         }
-        Server {
-            child,
-            port,
-            base,
-            _temp: temp,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// Panics if the server process has exited.
-    fn assert_alive(&mut self) {
-        if let Some(status) = self.child.try_wait().unwrap() {
-            panic!("the server died: {status}");
-        }
-    }
-
-    /// Peak resident set size so far (VmHWM), in KiB.
-    fn peak_rss_kib(&self) -> u64 {
-        support::peak_rss_kib(self.child.id())
-    }
-
-    /// `GET /healthcheck` on a fresh connection answers `OK` within [`HEALTHY_WITHIN`].
-    async fn assert_healthy(&mut self, after: &str) -> Duration {
-        self.assert_alive();
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(0)
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
-        let started = Instant::now();
-        let response = client
-            .get(self.url("/healthcheck"))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("healthcheck after {after}: {e}"));
-        let status = response.status();
-        let body = response.text().await.unwrap_or_default();
-        let took = started.elapsed();
-        assert_eq!(
-            (status.as_u16(), body.as_str()),
-            (200, "OK"),
-            "healthcheck after {after}"
-        );
         assert!(
-            took < HEALTHY_WITHIN,
-            "healthcheck after {after} took {took:?}"
+            matches!(record["status"].as_str(), Some("queued" | "processing")),
+            "{record}"
         );
-        took
-    }
-
-    /// Polls `GET /image/{id}` until `done` or `failed`.
-    async fn wait_terminal(&mut self, http: &reqwest::Client, id: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let record = support::get_json(http, &self.url(&format!("/image/{id}"))).await;
-            if record["status"] == "done" || record["status"] == "failed" {
-                return record;
-            }
-            assert!(
-                matches!(record["status"].as_str(), Some("queued" | "processing")),
-                "{record}"
-            );
-            self.assert_alive();
-            assert!(Instant::now() < deadline, "{id} never finished: {record}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        server.assert_alive();
+        assert!(Instant::now() < deadline, "{id} never finished: {record}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -188,7 +135,7 @@ fn assert_error_shape(body: &Value, context: &str) -> Vec<String> {
 
 async fn upload(
     http: &reqwest::Client,
-    server: &Server,
+    server: &Process,
     bytes: Vec<u8>,
     name: &str,
 ) -> (u16, Value) {
@@ -307,9 +254,9 @@ async fn every_edge_file_gets_its_answer_and_bombs_do_not_cost_memory() {
         })
         .collect();
 
-    let mut server = Server::start(&[]).await;
+    let mut server = start(&[]).await;
     let http = reqwest::Client::new();
-    let rss_at_start = server.peak_rss_kib();
+    let rss_at_start = peak_rss_kib(&server);
 
     // The bombs and the lying header first, so the peak below is theirs.
     let (bombs, rest): (Vec<_>, Vec<_>) = expectations
@@ -334,7 +281,7 @@ async fn every_edge_file_gets_its_answer_and_bombs_do_not_cost_memory() {
             "{name}: names the pixel limit: {body}"
         );
     }
-    let rss_after_bombs = server.peak_rss_kib();
+    let rss_after_bombs = peak_rss_kib(&server);
     eprintln!(
         "server peak RSS (VmHWM): {rss_at_start} KiB at start, {rss_after_bombs} KiB after the bombs"
     );
@@ -342,7 +289,7 @@ async fn every_edge_file_gets_its_answer_and_bombs_do_not_cost_memory() {
         rss_after_bombs < RSS_LIMIT_KIB,
         "peak RSS after the bombs: {rss_after_bombs} KiB"
     );
-    server.assert_healthy("the bombs").await;
+    assert_healthy(&mut server, "the bombs").await;
 
     let mut accepted = Vec::new();
     for (name, expect) in rest {
@@ -372,7 +319,7 @@ async fn every_edge_file_gets_its_answer_and_bombs_do_not_cost_memory() {
 
     let mut summary = Vec::new();
     for (name, expect, id) in &accepted {
-        let record = server.wait_terminal(&http, id).await;
+        let record = wait_terminal(&mut server, &http, id).await;
         let status = record["status"].as_str().unwrap();
         summary.push(format!("{name}: {status} {}", record["faces_count"]));
         let Expect::Faces {
@@ -433,14 +380,14 @@ async fn every_edge_file_gets_its_answer_and_bombs_do_not_cost_memory() {
     }
     eprintln!("edge results: {summary:?}");
 
-    let rss_at_end = server.peak_rss_kib();
+    let rss_at_end = peak_rss_kib(&server);
     eprintln!(
         "server peak RSS (VmHWM): {rss_at_end} KiB after all {} edge files ({:.1?})",
         names.len(),
         started.elapsed()
     );
     assert!(rss_at_end < RSS_LIMIT_KIB, "peak RSS: {rss_at_end} KiB");
-    server.assert_healthy("the edge files").await;
+    assert_healthy(&mut server, "the edge files").await;
     let page = support::get_json(&http, &server.url("/images?limit=100")).await;
     assert_eq!(
         page["images"].as_array().map(Vec::len),
@@ -470,7 +417,7 @@ fn multipart_end(mut body: Vec<u8>, boundary: &str) -> Vec<u8> {
 async fn malformed_multipart_is_a_4xx_in_the_spec_shape() {
     let _serial = SERIAL.lock().await;
     let started = Instant::now();
-    let mut server = Server::start(&[]).await;
+    let mut server = start(&[]).await;
     let jpeg = std::fs::read(edge_dir().join("files/baseline.jpg")).unwrap();
     let image = |boundary: &str| {
         multipart_part(
@@ -624,7 +571,7 @@ async fn malformed_multipart_is_a_4xx_in_the_spec_shape() {
         if what.contains("without") || what.contains("tiny parts") {
             assert_eq!(body, serde_json::json!({ "image": [NO_FILE] }), "{what}");
         }
-        server.assert_healthy(what).await;
+        assert_healthy(&mut server, what).await;
     }
 
     // RFC 7578 wants `form-data`; the parser takes any disposition type with a name.
@@ -674,8 +621,13 @@ async fn malformed_multipart_is_a_4xx_in_the_spec_shape() {
         ),
         ("broken chunked framing", bad_chunks, false),
     ] {
-        let outcome =
-            raw_exchange(server.port, &request, close_write, Duration::from_secs(15)).await;
+        let outcome = raw_exchange(
+            server.port(),
+            &request,
+            close_write,
+            Duration::from_secs(15),
+        )
+        .await;
         eprintln!("{what}: {outcome:?}");
         match outcome {
             Raw::Closed => {}
@@ -684,7 +636,7 @@ async fn malformed_multipart_is_a_4xx_in_the_spec_shape() {
             }
             Raw::Open => panic!("{what}: neither answered nor closed in 15 s"),
         }
-        server.assert_healthy(what).await;
+        assert_healthy(&mut server, what).await;
     }
 
     let page = support::get_json(&http, &server.url("/images")).await;
@@ -762,7 +714,7 @@ fn response_complete(bytes: &[u8]) -> bool {
 async fn huge_headers_are_refused() {
     let _serial = SERIAL.lock().await;
     let started = Instant::now();
-    let mut server = Server::start(&[]).await;
+    let mut server = start(&[]).await;
     let one_big = format!(
         "GET /healthcheck HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
         "a".repeat(1 << 20)
@@ -787,7 +739,7 @@ async fn huge_headers_are_refused() {
         ("1 MiB header on an upload", big_upload_head),
     ] {
         let outcome = raw_exchange(
-            server.port,
+            server.port(),
             request.as_bytes(),
             false,
             Duration::from_secs(15),
@@ -802,7 +754,7 @@ async fn huge_headers_are_refused() {
             ),
             Raw::Open => panic!("{what}: neither refused nor closed in 15 s"),
         }
-        server.assert_healthy(what).await;
+        assert_healthy(&mut server, what).await;
     }
     eprintln!("huge headers: {:.1?}", started.elapsed());
 }
@@ -851,7 +803,7 @@ async fn slowloris_does_not_starve_the_server() {
     let started = Instant::now();
     let header_timeout = HEADER_TIMEOUT_SECS.to_string();
     let body_timeout = BODY_TIMEOUT_SECS.to_string();
-    let mut server = Server::start(&[
+    let mut server = start(&[
         "--header-timeout-secs",
         &header_timeout,
         "--body-timeout-secs",
@@ -867,7 +819,7 @@ async fn slowloris_does_not_starve_the_server() {
         let head = format!("GET /healthcheck?slow={n} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
             .into_bytes();
         clients.push(tokio::spawn(slow_client(
-            server.port,
+            server.port(),
             head,
             b'z',
             give_up,
@@ -876,7 +828,7 @@ async fn slowloris_does_not_starve_the_server() {
     }
     // One that sends a whole upload head, then a little of the body, then nothing.
     let body_head = b"POST /image/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: 100000\r\n\r\n--B\r\n".to_vec();
-    let port = server.port;
+    let port = server.port();
     let idle_body = tokio::spawn(async move {
         let started = Instant::now();
         let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
@@ -906,9 +858,7 @@ async fn slowloris_does_not_starve_the_server() {
     let mut checks = Vec::new();
     for n in 0..5 {
         checks.push(
-            server
-                .assert_healthy(&format!("{SLOW} slow connections, check {n}"))
-                .await,
+            assert_healthy(&mut server, &format!("{SLOW} slow connections, check {n}")).await,
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -946,12 +896,12 @@ async fn slowloris_does_not_starve_the_server() {
     if let Some((status, body)) = parse_response(&body_response) {
         assert!((400..500).contains(&status), "idle body: {status} {body}");
     }
-    server.assert_healthy("the slowloris connections").await;
+    assert_healthy(&mut server, "the slowloris connections").await;
     eprintln!("slowloris: {:.1?}", started.elapsed());
 }
 
 /// The `faces_feed_clients` gauge of `/metrics`.
-async fn feed_clients(http: &reqwest::Client, server: &Server) -> usize {
+async fn feed_clients(http: &reqwest::Client, server: &Process) -> usize {
     let metrics = http
         .get(server.url("/metrics"))
         .send()
@@ -974,8 +924,8 @@ async fn a_thousand_idle_feed_clients_all_get_the_broadcast() {
     let _serial = SERIAL.lock().await;
     let started = Instant::now();
     const CLIENTS: usize = 1000;
-    let mut server = Server::start(&[]).await;
-    let url = format!("ws://127.0.0.1:{}/faces", server.port);
+    let mut server = start(&[]).await;
+    let url = format!("ws://127.0.0.1:{}/faces", server.port());
     let http = reqwest::Client::new();
     // An idle server may count internal subscribers (the Socket.IO relay): count from there.
     let idle_clients = feed_clients(&http, &server).await;
@@ -1009,11 +959,8 @@ async fn a_thousand_idle_feed_clients_all_get_the_broadcast() {
     );
     let mut checks = Vec::new();
     for n in 0..5 {
-        checks.push(
-            server
-                .assert_healthy(&format!("{CLIENTS} feed clients, check {n}"))
-                .await,
-        );
+        checks
+            .push(assert_healthy(&mut server, &format!("{CLIENTS} feed clients, check {n}")).await);
     }
     eprintln!("healthcheck with {CLIENTS} feed clients: {checks:?}");
 
@@ -1043,6 +990,6 @@ async fn a_thousand_idle_feed_clients_all_get_the_broadcast() {
         assert!(!reached[n], "client {n} got it twice");
         reached[n] = true;
     }
-    server.assert_healthy("the broadcast").await;
+    assert_healthy(&mut server, "the broadcast").await;
     eprintln!("{CLIENTS} feed clients: {:.1?}", started.elapsed());
 }

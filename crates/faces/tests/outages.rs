@@ -7,7 +7,7 @@
 //! asked: `.ci/run` runs it with `--ignored` after the other PostgreSQL tests.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -15,15 +15,6 @@ use serde_json::Value;
 mod support;
 
 const DEADLINE: Duration = Duration::from_secs(180);
-
-struct Node(Child);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Runs `scripts/services/<script> <action>` (start prints its exports: dropped).
 fn service(script: &str, action: &str) {
@@ -112,6 +103,41 @@ async fn wait_readiness(http: &reqwest::Client, base: &str, want: u16) -> Value 
     }
 }
 
+/// The value of `series` (`name{labels}`) on the node's `/metrics`; 0 if absent.
+async fn sample(http: &reqwest::Client, base: &str, series: &str) -> f64 {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits until a job attempt has failed since `faces_jobs_retried_total` was
+/// `retried` (a job met the outage), or no job is queued or running any more.
+async fn wait_for_a_job_to_meet_the_outage(http: &reqwest::Client, base: &str, retried: f64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = sample(http, base, "faces_jobs_retried_total").await;
+        let queued = sample(http, base, "faces_queue_jobs{state=\"queued\"}").await;
+        let running = sample(http, base, "faces_queue_jobs{state=\"running\"}").await;
+        if now > retried || queued + running == 0.0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no job met the storage outage: {queued} queued, {running} running"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
 #[ignore = "stops PostgreSQL and Garage from scripts/services/; .ci/run runs it with --ignored"]
 async fn postgres_restart_and_storage_outage_lose_no_accepted_upload() {
@@ -131,33 +157,31 @@ async fn postgres_restart_and_storage_outage_lose_no_accepted_upload() {
     admin.close().await;
     let separator = if database.contains('?') { '&' } else { '?' };
     let temp = tempfile::tempdir().unwrap();
-    let port = support::free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let _node = Node(
-        Command::new(env!("CARGO_BIN_EXE_faces"))
-            .args(["serve", "--host", "127.0.0.1", "--workers", "1"])
-            .args(["--port", &port.to_string(), "--public-url", &base])
-            .env(
-                "FACES_DATABASE_URL",
-                format!("{database}{separator}options=-c%20search_path%3D{schema}"),
-            )
-            .env("FACES_S3_BUCKET", var("BUCKET"))
-            .env("FACES_S3_ENDPOINT", var("ENDPOINT"))
-            .env("FACES_S3_REGION", var("REGION"))
-            .env("FACES_S3_ACCESS_KEY_ID", var("ACCESS_KEY_ID"))
-            .env("FACES_S3_SECRET_ACCESS_KEY", var("SECRET_ACCESS_KEY"))
-            .env("FACES_S3_PREFIX", &schema)
-            .env("FACES_DATA_DIR", temp.path())
-            .env("FACES_JOB_LEASE_SECS", "3")
-            .env("FACES_RETRY_BASE_MS", "500")
-            .env("FACES_RATE_LIMIT_PER_MINUTE", "0")
-            .env("FACES_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("faces starts"),
-    );
-    support::wait_ready(&base).await;
-    let http = reqwest::Client::new();
+    let node = support::Faces::serve()
+        .args(["--workers", "1"])
+        .data_dir(temp.path())
+        .env(
+            "FACES_DATABASE_URL",
+            format!("{database}{separator}options=-c%20search_path%3D{schema}"),
+        )
+        .env("FACES_S3_BUCKET", var("BUCKET"))
+        .env("FACES_S3_ENDPOINT", var("ENDPOINT"))
+        .env("FACES_S3_REGION", var("REGION"))
+        .env("FACES_S3_ACCESS_KEY_ID", var("ACCESS_KEY_ID"))
+        .env("FACES_S3_SECRET_ACCESS_KEY", var("SECRET_ACCESS_KEY"))
+        .env("FACES_S3_PREFIX", &schema)
+        .env("FACES_JOB_LEASE_SECS", "3")
+        .env("FACES_RETRY_BASE_MS", "500")
+        .env("FACES_RATE_LIMIT_PER_MINUTE", "0")
+        .start()
+        .await;
+    let base = node.base().to_owned();
+    // Outages leave connections idle for longer than the server keeps them
+    // (--header-timeout-secs): a client must not reuse those (see docs/operations.md).
+    let http = reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     let mut photos = photos().into_iter();
     let mut accepted = Vec::new();
     let mut accept = async |photos: &mut dyn Iterator<Item = PathBuf>, count: usize| {
@@ -181,14 +205,16 @@ async fn postgres_restart_and_storage_outage_lose_no_accepted_upload() {
     wait_readiness(&http, &base, 200).await;
     accept(&mut photos, 3).await;
 
+    let retried = sample(&http, &base, "faces_jobs_retried_total").await;
     service("garage.sh", "stop");
     for path in photos.by_ref().take(2) {
         assert_unavailable(&upload(&http, &base, &path).await, "Garage is stopped");
     }
     let body = wait_readiness(&http, &base, 503).await;
     assert_ne!(body["storage"], "ok", "{body}");
-    // Long enough for jobs to meet the outage: reading originals, storing copies.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Until jobs meet the outage (reading originals, storing copies): a job attempt
+    // has failed on it, or none is left to.
+    wait_for_a_job_to_meet_the_outage(&http, &base, retried).await;
     service("garage.sh", "start");
     wait_readiness(&http, &base, 200).await;
     accept(&mut photos, 3).await;

@@ -9,7 +9,7 @@
 //! with `--ignored` (without them it is reported as ignored, never as passed).
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -20,27 +20,14 @@ mod support;
 const DEADLINE: Duration = Duration::from_secs(300);
 const UPLOADS: usize = 100;
 
-struct Node(Child);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(args: &[&str], env: &[(String, String)]) -> Node {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_faces"));
-    command
-        .args(args)
-        .env("FACES_LOG", "warn")
-        // All uploads come from one address; the limit is tested on its own.
+/// `faces` on the back ends of `env` with the data dir `data`, all nodes alike, and
+/// without a rate limit (all uploads come from one address; the limit is tested on
+/// its own).
+fn node(faces: support::Faces, env: &[(String, String)], data: &Path) -> support::Faces {
+    faces
         .env("FACES_RATE_LIMIT_PER_MINUTE", "0")
-        .stdout(Stdio::null());
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    Node(command.spawn().expect("faces starts"))
+        .envs(env.iter().cloned())
+        .data_dir(data)
 }
 
 type Order = [Vec<(i64, String)>; 2];
@@ -87,34 +74,17 @@ async fn two_api_nodes_two_workers_one_killed() {
         ),
         ("FACES_S3_PREFIX".into(), schema.clone()),
         ("FACES_JOB_LEASE_SECS".into(), "3".into()),
-        ("FACES_DATA_DIR".into(), temp.path().display().to_string()),
     ];
-    let mut bases = Vec::new();
     let mut nodes = Vec::new();
     for _ in 0..2 {
-        let port = support::free_port();
-        let base = format!("http://127.0.0.1:{port}");
-        let port = port.to_string();
-        nodes.push(spawn(
-            &[
-                "serve",
-                "--no-workers",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port,
-                "--public-url",
-                &base,
-            ],
-            &env,
-        ));
-        bases.push(base);
+        let api = support::Faces::serve().arg("--no-workers");
+        nodes.push(node(api, &env, temp.path()).start().await);
     }
-    let mut workers: Vec<Node> = (0..2)
-        .map(|_| spawn(&["worker", "--workers", "1"], &env))
-        .collect();
-    for base in &bases {
-        support::wait_ready(base).await;
+    let bases: Vec<String> = nodes.iter().map(|node| node.base().to_owned()).collect();
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let worker = support::Faces::worker().args(["--workers", "1"]);
+        workers.push(node(worker, &env, temp.path()).start().await);
     }
     // One stream of (node, id, seq) from a feed client on each API node.
     let (sender, mut events) = mpsc::unbounded_channel();
@@ -167,8 +137,7 @@ async fn two_api_nodes_two_workers_one_killed() {
             .unwrap();
         record(&mut seen, &mut order, event);
     }
-    workers[0].0.kill().unwrap();
-    workers[0].0.wait().unwrap();
+    workers[0].kill();
 
     let deadline = tokio::time::Instant::now() + DEADLINE;
     let mut with_faces = 0;

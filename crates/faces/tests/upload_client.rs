@@ -16,18 +16,18 @@ fn known_counts() -> PathBuf {
 
 /// Runs `faces upload` on `known_counts` to completion; returns its exit status and
 /// its lines by file.
-async fn upload(server: &support::Server, extra: &[&str]) -> (bool, HashMap<String, Value>) {
+async fn upload(server: &support::Process, extra: &[&str]) -> (bool, HashMap<String, Value>) {
     upload_paths(server, extra, &[known_counts()]).await
 }
 
 async fn upload_paths(
-    server: &support::Server,
+    server: &support::Process,
     extra: &[&str],
     paths: &[PathBuf],
 ) -> (bool, HashMap<String, Value>) {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_faces"));
     command
-        .args(["upload", "--server", &server.base])
+        .args(["upload", "--server", server.base()])
         .args(extra)
         .args(paths)
         .stderr(Stdio::inherit());
@@ -124,7 +124,7 @@ async fn a_rate_limited_server_still_gets_every_file() {
         "{lines:?}"
     );
     // The limit did refuse some: the client waited them out.
-    let metrics = support::metrics_text(&server.base).await;
+    let metrics = support::metrics_text(server.base()).await;
     let refused: f64 = metrics
         .lines()
         .filter(|l| l.starts_with("faces_http_requests_total") && l.contains("status=\"429\""))

@@ -1,7 +1,9 @@
-//! Starts the real service (SQLite file, local folder, real workers) on a free port
-//! with a temporary data dir, and talks to it like a user would.
+//! Starts the real service (SQLite file, local folder, real workers) on a port it
+//! picks itself (`port` 0: [`App::start`] binds it and says which) with a temporary
+//! data dir, and talks to it like a user would.
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -27,21 +29,20 @@ pub fn read(relative: &str) -> Vec<u8> {
 
 pub struct TestApp {
     pub app: Option<App>,
+    /// The configuration it was started with (`port` 0).
     pub config: Config,
+    /// Where it listens (`None` on a worker-only node).
+    pub addr: Option<SocketAddr>,
+    /// `http://<addr>`, also the base of the links it gives (`--public-url` is left
+    /// unset, so the service uses the address it bound); empty on a worker-only node.
     pub base: String,
     pub data_dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
     pub http: reqwest::Client,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A configuration for tests: loopback, free port, its own data dir, fast retries.
+/// A configuration for tests: loopback, a port the service picks, links to where it
+/// listens, its own data dir, fast retries.
 ///
 /// By default the embedded back ends (SQLite file, local folder). With
 /// `FACES_TEST_DATABASE_URL` (PostgreSQL) and `FACES_TEST_S3_*` (an S3-compatible
@@ -49,8 +50,8 @@ fn free_port() -> u16 {
 pub async fn test_config(data_dir: &Path) -> Config {
     let mut config = Config::embedded_defaults();
     config.host = "127.0.0.1".parse().unwrap();
-    config.port = free_port();
-    config.public_url = format!("http://127.0.0.1:{}", config.port);
+    config.port = 0;
+    config.public_url = None;
     config.data_dir = data_dir.to_path_buf();
     config.database_url = None;
     config.workers = 2;
@@ -84,11 +85,11 @@ pub async fn test_config(data_dir: &Path) -> Config {
     config
 }
 
-/// The same back ends as `config` (database, storage), another port and role.
+/// The same back ends as `config` (database, storage), its own port (and role).
 pub fn sibling(config: &Config) -> Config {
     let mut config = config.clone();
-    config.port = free_port();
-    config.public_url = format!("http://127.0.0.1:{}", config.port);
+    config.port = 0;
+    config.public_url = None;
     config
 }
 
@@ -107,19 +108,28 @@ impl TestApp {
     }
 
     pub async fn start_config(config: Config, role: Role) -> TestApp {
-        let base = config.public_url.clone();
         let data_dir = config.data_dir.clone();
         let app = App::start(config.clone(), role)
             .await
             .expect("service starts");
+        let addr = app.addr;
+        let base = addr
+            .map(|addr| format!("http://{addr}"))
+            .unwrap_or_default();
         TestApp {
             app: Some(app),
             config,
+            addr,
             base,
             data_dir,
             _temp: None,
             http: reqwest::Client::new(),
         }
+    }
+
+    /// The port it bound.
+    pub fn port(&self) -> u16 {
+        self.addr.expect("a node that serves HTTP").port()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -214,6 +224,26 @@ impl TestApp {
                 "{id} not processed in time: {body}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Uploads streaming in now: the slots of `max_concurrent_uploads` taken.
+    pub fn uploads_streaming(&self) -> usize {
+        let state = &self.app.as_ref().expect("the app runs").state;
+        state.config.max_concurrent_uploads.max(1) - state.uploads.available_permits()
+    }
+
+    /// Waits until `count` uploads are streaming in (each past the per-address and
+    /// the node's limits, holding its slot); panics after [`DEADLINE`].
+    pub async fn wait_uploads_streaming(&self, count: usize) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while self.uploads_streaming() < count {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} of {count} uploads streaming",
+                self.uploads_streaming()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
