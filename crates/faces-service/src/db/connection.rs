@@ -14,16 +14,29 @@ pub enum Dialect {
     Postgres,
 }
 
-/// `(version, SQL)` of each migration in `migrations/<dialect>/<version>.sql`.
+/// `(version, SQL)` of each migration in `migrations/<folder>/<version>.sql`: the
+/// dialect's own folder, or `common` where one SQL text serves both.
 macro_rules! migrations {
-    ($dialect:literal: $($version:literal),+) => {
-        &[$(($version, include_str!(concat!("../../migrations/", $dialect, "/", $version, ".sql")))),+]
+    ($($folder:literal / $version:literal),+ $(,)?) => {
+        &[$(($version, include_str!(concat!("../../migrations/", $folder, "/", $version, ".sql")))),+]
     };
 }
 
 /// Migrations, applied in order and recorded in `faces_migrations`.
-const SQLITE_MIGRATIONS: &[(&str, &str)] = migrations!("sqlite": "0001_init", "0002_options", "0003_events", "0004_readiness", "0005_decode_bytes");
-const POSTGRES_MIGRATIONS: &[(&str, &str)] = migrations!("postgres": "0001_init", "0002_options", "0003_events", "0004_readiness", "0005_decode_bytes");
+const SQLITE_MIGRATIONS: &[(&str, &str)] = migrations![
+    "sqlite" / "0001_init",
+    "sqlite" / "0002_options",
+    "sqlite" / "0003_events",
+    "common" / "0004_readiness",
+    "common" / "0005_decode_bytes",
+];
+const POSTGRES_MIGRATIONS: &[(&str, &str)] = migrations![
+    "postgres" / "0001_init",
+    "postgres" / "0002_options",
+    "postgres" / "0003_events",
+    "common" / "0004_readiness",
+    "common" / "0005_decode_bytes",
+];
 
 pub(super) type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
