@@ -12,6 +12,8 @@ use tokio::sync::Mutex;
 use crate::db::Db;
 use crate::error::ApiError;
 
+/// How long admission waits for the queue's depth before admitting without it.
+const READ_WITHIN: Duration = Duration::from_secs(1);
 /// The queue is read at most this often; uploads in between use the last reading.
 const READ_EVERY: Duration = Duration::from_secs(1);
 /// The drain rate is measured over this window of readings.
@@ -65,8 +67,9 @@ impl Admission {
             .back()
             .is_some_and(|last| last.at.elapsed() < READ_EVERY);
         if !fresh {
-            // A failed read admits: the insert that follows reports a broken database.
-            let Ok(depth) = db.queue_depth().await else {
+            // A failed or slow read admits: the insert that follows reports a broken
+            // database, and the client should not wait for the database twice.
+            let Ok(Ok(depth)) = tokio::time::timeout(READ_WITHIN, db.queue_depth()).await else {
                 return Ok(());
             };
             readings.push_back(Reading {
