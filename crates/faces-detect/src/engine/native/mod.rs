@@ -28,10 +28,16 @@
 //! direct sums only by float rounding.
 
 mod isa;
+
 // The one module where `unsafe` is allowed: each block says what it relies on.
 #[allow(unsafe_code)]
 mod kernels;
+
+mod arena;
+mod layers;
 mod onnx;
+#[cfg(test)]
+mod tests;
 
 use std::ops::Range;
 use std::sync::Mutex;
@@ -42,11 +48,18 @@ use rayon::ThreadPool;
 
 use super::network::Network;
 use super::profile::{LayerKind, LayerTime};
-use crate::model::{padded_size, MEAN_BGR};
+use crate::model::padded_size;
 use crate::DetectError;
+use arena::{
+    add_upsampled, fill_input, lend, winograd_band_tiles, zero_border, Arena, Band, BandScratch,
+};
 use kernels::{
-    parallel_groups, parallel_rows, rows_of, winograd, winograd_fits, Dense, Depthwise, Isa,
-    IsaKind, Plane, RowsOut, Winograd, WinogradScratch, LANES, WINOGRAD_POINTS,
+    parallel_groups, parallel_rows, rows_of, winograd, winograd_fits, Isa, IsaKind, Plane, RowsOut,
+    WinogradScratch, LANES,
+};
+use layers::{
+    conv_name, conv_node, dense_layer, depthwise_layer, model_error, DenseLayer, DepthwiseLayer,
+    Ssh,
 };
 use onnx::Graph;
 
@@ -90,230 +103,6 @@ fn timed_share<R>(
     result
 }
 
-/// A dense convolution's packed weights (see [`Dense`]).
-struct DenseLayer {
-    weights: Vec<f32>,
-    /// `weights` paired for the AVX-512 tiles.
-    paired: Vec<f32>,
-    bias: Vec<f32>,
-    slope: Vec<f32>,
-    in_channels: usize,
-    kernel: usize,
-    stride: usize,
-    /// The weights transformed for Winograd, for 3x3 stride-1 layers over whole
-    /// channel blocks (the FPN merges and the SSH convolutions).
-    winograd: Option<Winograd>,
-}
-
-impl DenseLayer {
-    fn conv(&self) -> Dense<'_> {
-        Dense {
-            weights: &self.weights,
-            paired: &self.paired,
-            bias: &self.bias,
-            slope: &self.slope,
-            in_channels: self.in_channels,
-            kernel: self.kernel,
-            stride: self.stride,
-        }
-    }
-    fn out_blocks(&self) -> usize {
-        self.bias.len() / LANES
-    }
-}
-
-/// A depthwise convolution's packed weights (see [`Depthwise`]).
-struct DepthwiseLayer {
-    weights: Vec<f32>,
-    bias: Vec<f32>,
-    slope: Vec<f32>,
-    stride: usize,
-}
-
-impl DepthwiseLayer {
-    fn blocks(&self) -> usize {
-        self.bias.len() / LANES
-    }
-    fn conv(&self) -> Depthwise<'_> {
-        Depthwise {
-            weights: &self.weights,
-            bias: &self.bias,
-            slope: &self.slope,
-            stride: self.stride,
-        }
-    }
-}
-
-/// The SSH context module of one level. `first` is conv5X5_1 and conv3X3 as one
-/// layer: both read the FPN map, so they share its reading (and Winograd transform).
-/// The module's map holds, in order, conv5X5_1 (16 channels, read by conv5X5_2 and
-/// conv7X7_2), then the concat the head reads: conv3X3 (32), conv5X5_2 (16) and
-/// conv7x7_3 (16).
-struct Ssh {
-    first: DenseLayer,
-    /// conv5X5_1's output channels, the first of `first`'s.
-    branch: usize,
-    conv5_2: DenseLayer,
-    conv7_2: DenseLayer,
-    conv7_3: DenseLayer,
-}
-
-impl Ssh {
-    /// Blocks of conv5X5_1, the map's first.
-    fn branch_blocks(&self) -> usize {
-        self.branch / LANES
-    }
-    /// Channel blocks of the concat: the three branches side by side.
-    fn out_blocks(&self) -> usize {
-        self.first.out_blocks() - self.branch_blocks()
-            + self.conv5_2.out_blocks()
-            + self.conv7_3.out_blocks()
-    }
-    /// Channel blocks of the module's map: conv5X5_1, then the concat.
-    fn map_blocks(&self) -> usize {
-        self.branch_blocks() + self.out_blocks()
-    }
-}
-
-/// Name of the convolution output of ONNX node `path` as the exporter wrote it.
-fn conv_name(path: &str) -> String {
-    format!("{path}/Conv_output_0")
-}
-
-/// The activation slope after convolution output `name`: the LeakyReLU's alpha,
-/// 0 for a ReLU (directly, or after the SSH concat), 1 for none.
-fn slope_after(graph: &Graph, name: &str) -> f32 {
-    for node in graph.consumers(name) {
-        match node.op.as_str() {
-            "LeakyRelu" => return node.floats.get("alpha").copied().unwrap_or(0.01),
-            "Relu" => return 0.0,
-            "Concat" => {
-                let out = &node.outputs[0];
-                if graph.consumers(out).any(|n| n.op == "Relu") {
-                    return 0.0;
-                }
-            }
-            _ => {}
-        }
-    }
-    1.0
-}
-
-fn model_error(what: String) -> DetectError {
-    DetectError::Inference(format!("native engine: {what}"))
-}
-
-/// The Conv node producing `output`, its weight and bias, checked against what the
-/// network expects: `kernel`x`kernel`, `group` (1 or the channel count), `stride`.
-fn conv_node<'a>(
-    graph: &'a Graph,
-    output: &str,
-    kernel: usize,
-    depthwise: bool,
-) -> Result<(&'a onnx::Tensor, &'a onnx::Tensor, usize), DetectError> {
-    let node = graph
-        .producer(output)
-        .filter(|n| n.op == "Conv")
-        .ok_or_else(|| model_error(format!("no convolution {output}")))?;
-    let int = |name: &str| node.ints.get(name).cloned().unwrap_or_default();
-    let weight = graph.weight(&node.inputs[1])?;
-    let bias = graph.weight(node.inputs.get(2).map(String::as_str).unwrap_or(""))?;
-    let strides = int("strides");
-    let stride = strides.first().copied().unwrap_or(1) as usize;
-    let group = int("group").first().copied().unwrap_or(1) as usize;
-    let pad = int("pads").first().copied().unwrap_or(0) as usize;
-    let [out_c, in_c, kh, kw] = weight.dims[..] else {
-        return Err(model_error(format!("{output}: weight is not 4-D")));
-    };
-    let expected_group = if depthwise { out_c } else { 1 };
-    let ok = kh == kernel
-        && kw == kernel
-        && group == expected_group
-        && (!depthwise || in_c == 1)
-        && strides.iter().all(|&s| s as usize == stride)
-        && pad == kernel / 2
-        && int("pads").iter().all(|&p| p as usize == pad)
-        && int("dilations").iter().all(|&d| d == 1)
-        && bias.dims == [out_c];
-    if !ok {
-        return Err(model_error(format!(
-            "{output}: unexpected convolution {:?} group {group} strides {strides:?}",
-            weight.dims
-        )));
-    }
-    Ok((weight, bias, stride))
-}
-
-/// Packs ONNX `[oc][ic][k][k]` convolutions (concatenated along oc, zero-padded to a
-/// whole block) into `[out block][tap][ic][lane]`.
-fn dense_layer(graph: &Graph, outputs: &[&str], kernel: usize) -> Result<DenseLayer, DetectError> {
-    let mut parts = Vec::new();
-    for &output in outputs {
-        let (weight, bias, stride) = conv_node(graph, output, kernel, false)?;
-        parts.push((weight, bias, stride, slope_after(graph, output)));
-    }
-    let in_channels = parts[0].0.dims[1];
-    let stride = parts[0].2;
-    if parts
-        .iter()
-        .any(|p| p.0.dims[1] != in_channels || p.2 != stride)
-    {
-        return Err(model_error(format!("{outputs:?} cannot be fused")));
-    }
-    let out_channels: usize = parts.iter().map(|p| p.0.dims[0]).sum();
-    let blocks = out_channels.div_ceil(LANES);
-    let taps = kernel * kernel;
-    let mut weights = vec![0f32; blocks * taps * in_channels * LANES];
-    let (mut bias, mut slope) = (vec![0f32; blocks * LANES], vec![1f32; blocks * LANES]);
-    let mut oc = 0;
-    for (w, b, _, s) in parts {
-        for local in 0..w.dims[0] {
-            for ic in 0..in_channels {
-                for tap in 0..taps {
-                    weights
-                        [(((oc / LANES) * taps + tap) * in_channels + ic) * LANES + oc % LANES] =
-                        w.data[(local * in_channels + ic) * taps + tap];
-                }
-            }
-            bias[oc] = b.data[local];
-            slope[oc] = s;
-            oc += 1;
-        }
-    }
-    let mut layer = DenseLayer {
-        paired: kernels::paired_weights(&weights, blocks),
-        weights,
-        bias,
-        slope,
-        in_channels,
-        kernel,
-        stride,
-        winograd: None,
-    };
-    layer.winograd = Winograd::new(&layer.conv());
-    Ok(layer)
-}
-
-fn depthwise_layer(graph: &Graph, output: &str) -> Result<DepthwiseLayer, DetectError> {
-    let (w, b, stride) = conv_node(graph, output, 3, true)?;
-    let channels = w.dims[0];
-    if channels % LANES != 0 {
-        return Err(model_error(format!("{output}: {channels} channels")));
-    }
-    let mut weights = vec![0f32; channels * 9];
-    for c in 0..channels {
-        for tap in 0..9 {
-            weights[((c / LANES) * 9 + tap) * LANES + c % LANES] = w.data[c * 9 + tap];
-        }
-    }
-    Ok(DepthwiseLayer {
-        weights,
-        bias: b.data.clone(),
-        slope: vec![slope_after(graph, output); channels],
-        stride,
-    })
-}
-
 /// The network, loaded; `infer` may run from several threads at once.
 pub(crate) struct NativeNetwork {
     isa: Isa,
@@ -339,6 +128,7 @@ const LEVEL_ENDS: [usize; 3] = [4, 10, 12];
 /// of them stays within a core's L2 at 1024 px, and recomputing the rows two bands
 /// share costs a few percent of these cheap layers.
 const BAND_ROWS: usize = 8;
+
 const _: () = assert!(LEVEL_ENDS[0] >= 1, "the banded layers feed no level");
 
 impl NativeNetwork {
@@ -808,85 +598,8 @@ impl NativeNetwork {
     }
 }
 
-/// Moves `from`'s buffer (at least as long as `to` needs) to `to`, framed for `plane`.
-fn lend(from: &mut FixedMap, to: &mut FixedMap, plane: Plane) {
-    to.data = std::mem::take(&mut from.data);
-    to.plane = plane;
-    let blocks = to.data.len() / plane.len();
-    zero_border(&mut to.data, plane, blocks);
-}
-
 /// Channels of the fused head: class (2 anchors x 2), boxes (2 x 4), landmarks (2 x 10).
 const HEAD_CHANNELS: usize = 32;
-
-fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// A feature map whose plane is known once the arena is prepared.
-#[derive(Default)]
-struct FixedMap {
-    plane: Plane,
-    data: Vec<f32>,
-}
-
-impl FixedMap {
-    /// Sizes the map for `blocks` planes with zero borders. The interior keeps stale
-    /// values: every layer writes the whole interior of its output before it is read.
-    fn resize(&mut self, plane: Plane, blocks: usize) {
-        self.plane = plane;
-        self.data.resize(blocks * plane.len(), 0.0);
-        zero_border(&mut self.data, plane, blocks);
-    }
-}
-
-/// The rows of each banded map one band needs (see `NativeNetwork::band`).
-struct Band {
-    input: Plane,
-    stem: Plane,
-    dw0: Plane,
-    pw0: Plane,
-}
-
-/// One thread's buffers for the banded maps, reused band after band.
-#[derive(Default)]
-struct BandScratch {
-    input: Vec<f32>,
-    stem_out: Vec<f32>,
-    dw0_out: Vec<f32>,
-    pw0_out: Vec<f32>,
-}
-
-#[derive(Default)]
-struct SshScratch {
-    /// conv7X7_2's output.
-    t2: FixedMap,
-    /// The module's map (see [`Ssh`]).
-    out: FixedMap,
-}
-
-/// Every buffer one inference needs, sized for one padded input shape. Resizing
-/// keeps the allocations, so an arena stops growing once it has seen its largest
-/// shape.
-#[derive(Default)]
-struct Arena {
-    shape: (usize, usize),
-    /// The padded input's plane, three floats per pixel (BGR, means removed; packed,
-    /// or split by column parity for the AVX-512 first layer); only bands of it are
-    /// ever filled.
-    image: Plane,
-    /// One band scratch per thread of the first layers.
-    bands: Vec<BandScratch>,
-    /// One Winograd scratch per thread.
-    winograd: Vec<WinogradScratch>,
-    ping: FixedMap,
-    pong: FixedMap,
-    levels: [FixedMap; 3],
-    lateral: [FixedMap; 3],
-    merged: [FixedMap; 2],
-    ssh: [SshScratch; 3],
-    heads: [FixedMap; 3],
-}
 
 impl Arena {
     /// Sizes every buffer for a `height` x `width` input (both multiples of 32),
@@ -1013,85 +726,8 @@ impl Arena {
     }
 }
 
-/// Tile rows per Winograd band: as many as keep the band's transformed input and
-/// products near 512 KiB (within a core's L2), at least one.
-fn winograd_band_tiles(layer: &DenseLayer, plane: Plane) -> usize {
-    const BAND_FLOATS: usize = 128 * 1024;
-    let blocks = layer.in_channels / LANES + layer.out_blocks();
-    let per_tile_row = WINOGRAD_POINTS * blocks * (plane.width / 2 + 2) * LANES;
-    (BAND_FLOATS / per_tile_row).max(1)
-}
-
-/// Zeroes the one-pixel border of `blocks` planes, as far as `plane` stores it: a
-/// scratch map reused at another size or for another band holds stale values where
-/// the border now lies.
-fn zero_border(data: &mut [f32], plane: Plane, blocks: usize) {
-    let (row, lanes) = (plane.row_len(), plane.lanes);
-    for b in 0..blocks {
-        let block = &mut data[b * plane.len()..][..plane.len()];
-        for (r, stored) in plane.bordered_rows().zip(block.chunks_exact_mut(row)) {
-            if r == 0 || r == plane.height + 1 {
-                stored.fill(0.0);
-            } else if lanes == LANES {
-                // A constant length: two stores instead of two calls to memset.
-                stored[..LANES].copy_from_slice(&[0.0; LANES]);
-                stored[row - LANES..].copy_from_slice(&[0.0; LANES]);
-            } else {
-                stored[..lanes].fill(0.0);
-                stored[row - lanes..].fill(0.0);
-            }
-        }
-    }
-}
-
-/// Writes the rows that `window` stores into `data` (one block of three floats per
-/// pixel): the image's BGR, means removed, zeros in the border and right of and below
-/// the image; `split` in the layout [`kernels::stem`] reads, else packed.
-fn fill_input(
-    isa: Isa,
-    split: bool,
-    rgb: &[u8],
-    (width, height): (usize, usize),
-    window: Plane,
-    data: &mut [f32],
-) {
-    let row_len = window.row_len();
-    for (r, row) in window.bordered_rows().zip(data.chunks_exact_mut(row_len)) {
-        // Bordered row r is image row r - 1.
-        if r == 0 || r > height {
-            row.fill(0.0);
-            continue;
-        }
-        let source = &rgb[(r - 1) * width * 3..][..width * 3];
-        if split {
-            kernels::split_row(isa, source, MEAN_BGR, row);
-        } else {
-            let (border, pixels) = row.split_at_mut(3);
-            let (image, right) = pixels.split_at_mut(width * 3);
-            border.fill(0.0);
-            kernels::bgr_row(isa, source, MEAN_BGR, image);
-            right.fill(0.0);
-        }
-    }
-}
-
-/// `fine += nearest 2x upsampling of coarse` over the interior.
-fn add_upsampled(fine: &mut FixedMap, coarse: &FixedMap) {
-    let (fp, cp) = (fine.plane, coarse.plane);
-    debug_assert!(fp.height == cp.height * 2 && fp.width == cp.width * 2);
-    // `fine` may be a lent, longer buffer; `coarse` is sized exactly.
-    let blocks = coarse.data.len() / cp.len();
-    for b in 0..blocks {
-        for y in 0..fp.height {
-            let dst = &mut fine.data[fp.at(b, y, 0)..][..fp.width * LANES];
-            let src = &coarse.data[cp.at(b, y / 2, 0)..][..cp.width * LANES];
-            for (x, pixel) in dst.chunks_exact_mut(LANES).enumerate() {
-                for (d, s) in pixel.iter_mut().zip(&src[(x / 2) * LANES..][..LANES]) {
-                    *d += s;
-                }
-            }
-        }
-    }
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl Network for NativeNetwork {
@@ -1101,96 +737,5 @@ impl Network for NativeNetwork {
 
     fn profile(&self, image: &RgbImage) -> Result<Option<Vec<LayerTime>>, DetectError> {
         NativeNetwork::profile(self, image).map(Some)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    //! The native engine against `rten` on real photos: raw outputs within 1e-3.
-
-    use super::*;
-    use crate::engine::rten::RtenNetwork;
-    use crate::model::{model_onnx, to_tensor};
-
-    fn photo(path: &str) -> RgbImage {
-        let path = faces_test_data::path(path);
-        image::open(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-            .to_rgb8()
-    }
-
-    fn compare(native: &NativeNetwork, rten: &RtenNetwork, image: &RgbImage) {
-        let (w, h) = image.dimensions();
-        let (pw, ph) = padded_size(image);
-        let ours = native.infer(image).unwrap();
-        let reference = rten.infer(to_tensor(image, pw, ph), ph, pw).unwrap();
-        for (name, (a, b)) in ["boxes", "scores", "landmarks"]
-            .iter()
-            .zip(ours.iter().zip(&reference))
-        {
-            assert_eq!(a.len(), b.len(), "{name} at {w}x{h}");
-            let worst = a
-                .iter()
-                .zip(b)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0.0, f32::max);
-            assert!(worst <= 1e-3, "{name} at {w}x{h}: differs by {worst}");
-        }
-    }
-
-    #[test]
-    fn raw_outputs_match_rten_on_real_photos() {
-        let native = NativeNetwork::load(model_onnx(), Some(2)).unwrap();
-        let rten = RtenNetwork::load(Some(1)).unwrap();
-        let group = photo("known_counts/fr_obama_and_biden.jpg");
-        compare(&native, &rten, &group);
-        // Odd sizes (padded to 32), the smallest input, and a grayscale photo.
-        let odd = image::imageops::crop_imm(&group, 13, 7, 333, 257).to_image();
-        compare(&native, &rten, &odd);
-        compare(
-            &native,
-            &rten,
-            &image::imageops::resize(&group, 32, 32, image::imageops::FilterType::Triangle),
-        );
-        compare(&native, &rten, &photo("known_counts/skimage_camera.png"));
-        // Shapes alternate, so the arena is resized both ways and reused.
-        compare(&native, &rten, &group);
-        compare(&native, &rten, &odd);
-    }
-
-    /// The AVX-512 engine (its dense tiles, depthwise rows, split-input first layer)
-    /// gives the AVX2 engine's outputs bit for bit, on 1 and 2 threads.
-    #[test]
-    fn avx512_and_avx2_engines_give_equal_bits() {
-        let (Some(avx512), Some(avx2)) = (
-            Isa::of_kind(IsaKind::Avx512),
-            Isa::of_kind(IsaKind::Avx2Fma),
-        ) else {
-            eprintln!("no AVX-512 here: nothing to compare");
-            return;
-        };
-        // An odd size: padding right of and below the image.
-        let image = photo("known_counts/fr_two_people.jpg");
-        let image = image::imageops::crop_imm(&image, 3, 5, 401, 257).to_image();
-        for threads in [1, 2] {
-            let wide = NativeNetwork::load_with(model_onnx(), Some(threads), avx512).unwrap();
-            let narrow = NativeNetwork::load_with(model_onnx(), Some(threads), avx2).unwrap();
-            assert!(
-                wide.infer(&image).unwrap() == narrow.infer(&image).unwrap(),
-                "{threads} threads"
-            );
-        }
-    }
-
-    #[test]
-    fn one_thread_and_scalar_kernels_agree_with_the_best_isa_on_two_threads() {
-        let image = photo("known_counts/fr_two_people.jpg");
-        let two = NativeNetwork::load(model_onnx(), Some(2)).unwrap();
-        let scalar = NativeNetwork::load_with(model_onnx(), Some(1), Isa::scalar()).unwrap();
-        let a = two.infer(&image).unwrap();
-        let b = scalar.infer(&image).unwrap();
-        for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
-            assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{x} vs {y}");
-        }
     }
 }
