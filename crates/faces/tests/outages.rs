@@ -141,35 +141,12 @@ async fn wait_for_a_job_to_meet_the_outage(http: &reqwest::Client, base: &str, r
 #[tokio::test]
 #[ignore = "stops PostgreSQL and Garage from scripts/services/; .ci/run runs it with --ignored"]
 async fn postgres_restart_and_storage_outage_lose_no_accepted_upload() {
-    let database = std::env::var("FACES_TEST_DATABASE_URL")
-        .expect("FACES_TEST_DATABASE_URL (run scripts/services/postgres.sh)");
-    let var = |name: &str| {
-        std::env::var(format!("FACES_TEST_S3_{name}"))
-            .unwrap_or_else(|_| panic!("FACES_TEST_S3_{name} (run scripts/services/garage.sh)"))
-    };
-    let schema = format!("out{}", uuid::Uuid::new_v4().simple());
-    sqlx::any::install_default_drivers();
-    let admin = sqlx::AnyPool::connect(&database).await.unwrap();
-    sqlx::raw_sql(&format!("CREATE SCHEMA {schema}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    admin.close().await;
-    let separator = if database.contains('?') { '&' } else { '?' };
+    let env = support::scale_out_env("out").await;
     let temp = tempfile::tempdir().unwrap();
     let node = support::Faces::serve()
         .args(["--workers", "1"])
         .data_dir(temp.path())
-        .env(
-            "FACES_DATABASE_URL",
-            format!("{database}{separator}options=-c%20search_path%3D{schema}"),
-        )
-        .env("FACES_S3_BUCKET", var("BUCKET"))
-        .env("FACES_S3_ENDPOINT", var("ENDPOINT"))
-        .env("FACES_S3_REGION", var("REGION"))
-        .env("FACES_S3_ACCESS_KEY_ID", var("ACCESS_KEY_ID"))
-        .env("FACES_S3_SECRET_ACCESS_KEY", var("SECRET_ACCESS_KEY"))
-        .env("FACES_S3_PREFIX", &schema)
+        .envs(env)
         .env("FACES_JOB_LEASE_SECS", "3")
         .env("FACES_RETRY_BASE_MS", "500")
         .env("FACES_RATE_LIMIT_PER_MINUTE", "0")

@@ -45,36 +45,9 @@ fn record(
 #[tokio::test]
 #[ignore = "needs PostgreSQL and Garage from scripts/services/; .ci/run runs it with --ignored"]
 async fn two_api_nodes_two_workers_one_killed() {
-    let database = std::env::var("FACES_TEST_DATABASE_URL")
-        .expect("FACES_TEST_DATABASE_URL (run scripts/services/postgres.sh)");
-    let bucket = std::env::var("FACES_TEST_S3_BUCKET")
-        .expect("FACES_TEST_S3_* must be set with the database");
-    let schema = format!("mp{}", uuid::Uuid::new_v4().simple());
-    sqlx::any::install_default_drivers();
-    let admin = sqlx::AnyPool::connect(&database).await.unwrap();
-    sqlx::raw_sql(&format!("CREATE SCHEMA {schema}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let separator = if database.contains('?') { '&' } else { '?' };
-    let var = |name: &str| std::env::var(format!("FACES_TEST_S3_{name}")).unwrap_or_default();
     let temp = tempfile::tempdir().unwrap();
-    let env = vec![
-        (
-            "FACES_DATABASE_URL".into(),
-            format!("{database}{separator}options=-c%20search_path%3D{schema}"),
-        ),
-        ("FACES_S3_BUCKET".into(), bucket),
-        ("FACES_S3_ENDPOINT".into(), var("ENDPOINT")),
-        ("FACES_S3_REGION".into(), var("REGION")),
-        ("FACES_S3_ACCESS_KEY_ID".into(), var("ACCESS_KEY_ID")),
-        (
-            "FACES_S3_SECRET_ACCESS_KEY".into(),
-            var("SECRET_ACCESS_KEY"),
-        ),
-        ("FACES_S3_PREFIX".into(), schema.clone()),
-        ("FACES_JOB_LEASE_SECS".into(), "3".into()),
-    ];
+    let mut env = support::scale_out_env("mp").await;
+    env.push(("FACES_JOB_LEASE_SECS".into(), "3".into()));
     let mut nodes = Vec::new();
     for _ in 0..2 {
         let api = support::Faces::serve().arg("--no-workers");
@@ -185,9 +158,4 @@ async fn two_api_nodes_two_workers_one_killed() {
         );
     }
     assert!(with_faces >= 90, "crowd photos have faces: {with_faces}");
-    drop(workers);
-    drop(nodes);
-    let _ = sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&admin)
-        .await;
 }

@@ -540,3 +540,39 @@ pub async fn feed_at(base: &str, path: &str) -> mpsc::UnboundedReceiver<Value> {
     });
     receiver
 }
+
+/// The environment of a `faces` process on the PostgreSQL and S3 store that
+/// `scripts/services/` started (`FACES_TEST_*`), with a fresh schema and key prefix
+/// named `<prefix><uuid>` of its own, so that tests never see each other's data.
+pub async fn scale_out_env(prefix: &str) -> Vec<(String, String)> {
+    let database = std::env::var("FACES_TEST_DATABASE_URL")
+        .expect("FACES_TEST_DATABASE_URL (run scripts/services/postgres.sh)");
+    let var = |name: &str| {
+        std::env::var(format!("FACES_TEST_S3_{name}"))
+            .unwrap_or_else(|_| panic!("FACES_TEST_S3_{name} (run scripts/services/garage.sh)"))
+    };
+    let schema = format!("{prefix}{}", uuid::Uuid::new_v4().simple());
+    sqlx::any::install_default_drivers();
+    let admin = sqlx::AnyPool::connect(&database).await.unwrap();
+    sqlx::raw_sql(&format!("CREATE SCHEMA {schema}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let separator = if database.contains('?') { '&' } else { '?' };
+    vec![
+        (
+            "FACES_DATABASE_URL".into(),
+            format!("{database}{separator}options=-c%20search_path%3D{schema}"),
+        ),
+        ("FACES_S3_BUCKET".into(), var("BUCKET")),
+        ("FACES_S3_ENDPOINT".into(), var("ENDPOINT")),
+        ("FACES_S3_REGION".into(), var("REGION")),
+        ("FACES_S3_ACCESS_KEY_ID".into(), var("ACCESS_KEY_ID")),
+        (
+            "FACES_S3_SECRET_ACCESS_KEY".into(),
+            var("SECRET_ACCESS_KEY"),
+        ),
+        ("FACES_S3_PREFIX".into(), schema),
+    ]
+}
