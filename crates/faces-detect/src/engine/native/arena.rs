@@ -1,60 +1,12 @@
-//! The buffers one inference runs in: feature maps reused from pass to pass,
-//! the bands the first layers run in, and the helpers that frame and fill them.
+//! The buffers one inference runs in, sized from the plan: feature maps reused from
+//! pass to pass, the bands the first layers run in, and the helpers that frame and
+//! fill them.
 
 use super::isa::Isa;
 use super::kernels::{self, Plane, WinogradScratch, LANES, WINOGRAD_POINTS};
 use super::layers::DenseLayer;
+use super::plan::{At, Plan, Slot};
 use crate::model::MEAN_BGR;
-
-/// Moves `from`'s buffer (at least as long as `to` needs) to `to`, framed for `plane`.
-pub(super) fn lend(from: &mut FixedMap, to: &mut FixedMap, plane: Plane) {
-    to.data = std::mem::take(&mut from.data);
-    to.plane = plane;
-    let blocks = to.data.len() / plane.len();
-    zero_border(&mut to.data, plane, blocks);
-}
-
-/// A feature map whose plane is known once the arena is prepared.
-#[derive(Default)]
-pub(super) struct FixedMap {
-    pub(super) plane: Plane,
-    pub(super) data: Vec<f32>,
-}
-
-impl FixedMap {
-    /// Sizes the map for `blocks` planes with zero borders. The interior keeps stale
-    /// values: every layer writes the whole interior of its output before it is read.
-    pub(super) fn resize(&mut self, plane: Plane, blocks: usize) {
-        self.plane = plane;
-        self.data.resize(blocks * plane.len(), 0.0);
-        zero_border(&mut self.data, plane, blocks);
-    }
-}
-
-/// The rows of each banded map one band needs (see `NativeNetwork::band`).
-pub(super) struct Band {
-    pub(super) input: Plane,
-    pub(super) stem: Plane,
-    pub(super) dw0: Plane,
-    pub(super) pw0: Plane,
-}
-
-/// One thread's buffers for the banded maps, reused band after band.
-#[derive(Default)]
-pub(super) struct BandScratch {
-    pub(super) input: Vec<f32>,
-    pub(super) stem_out: Vec<f32>,
-    pub(super) dw0_out: Vec<f32>,
-    pub(super) pw0_out: Vec<f32>,
-}
-
-#[derive(Default)]
-pub(super) struct SshScratch {
-    /// conv7X7_2's output.
-    pub(super) t2: FixedMap,
-    /// The module's map (see [`Ssh`]).
-    pub(super) out: FixedMap,
-}
 
 /// Every buffer one inference needs, sized for one padded input shape. Resizing
 /// keeps the allocations, so an arena stops growing once it has seen its largest
@@ -62,22 +14,76 @@ pub(super) struct SshScratch {
 #[derive(Default)]
 pub(super) struct Arena {
     pub(super) shape: (usize, usize),
-    /// The padded input's plane, three floats per pixel (BGR, means removed; packed,
-    /// or split by column parity for the AVX-512 first layer); only bands of it are
-    /// ever filled.
-    pub(super) image: Plane,
-    /// One band scratch per thread of the first layers.
-    pub(super) bands: Vec<BandScratch>,
+    /// Each map's plane (the plan's maps, by index) for this shape; the image's holds
+    /// three floats per pixel (BGR, means removed; packed, or split by column parity
+    /// for the AVX-512 first layer), and only bands of it are ever filled.
+    pub(super) planes: Vec<Plane>,
+    /// The plan's buffers, each as long as the largest map it holds. The interiors
+    /// keep stale values: every step writes the whole interior of its output before
+    /// it is read, and zeroes its border.
+    pub(super) buffers: Vec<Vec<f32>>,
+    /// Per thread of the first layers, a scratch per banded step's input.
+    pub(super) bands: Vec<Vec<Vec<f32>>>,
     /// One Winograd scratch per thread.
     pub(super) winograd: Vec<WinogradScratch>,
-    pub(super) ping: FixedMap,
-    pub(super) pong: FixedMap,
-    pub(super) levels: [FixedMap; 3],
-    pub(super) lateral: [FixedMap; 3],
-    pub(super) merged: [FixedMap; 2],
-    pub(super) ssh: [SshScratch; 3],
-    pub(super) heads: [FixedMap; 3],
 }
+
+impl Arena {
+    /// Sizes every buffer for a `height` x `width` input (both multiples of 32) and
+    /// `threads`, unless it already is.
+    pub(super) fn prepare(&mut self, plan: &Plan, threads: usize, height: usize, width: usize) {
+        if self.shape == (height, width) {
+            return;
+        }
+        self.shape = (height, width);
+        self.planes = (plan.maps.iter().enumerate())
+            .map(|(id, map)| map.plane(id, height, width))
+            .collect();
+        let mut sizes = vec![0; plan.buffers];
+        for (map, plane) in plan.maps.iter().zip(&self.planes) {
+            if let Slot::Buffer(b) = map.slot {
+                sizes[b] = sizes[b].max(map.blocks * plane.len());
+            }
+        }
+        self.buffers.resize_with(plan.buffers, Vec::new);
+        for (buffer, size) in self.buffers.iter_mut().zip(sizes) {
+            buffer.resize(size, 0.0);
+        }
+        // One band scratch per thread, each sized for the largest band.
+        let rows = self.planes[plan.banded_output()].height;
+        let mut sizes = vec![0; plan.banded];
+        for start in 0..rows {
+            let band = plan.band(&self.planes, &(start..(start + BAND_ROWS).min(rows)));
+            for (step, (size, window)) in sizes.iter_mut().zip(band).enumerate() {
+                let blocks = plan.maps[plan.steps[step].input.map].blocks;
+                *size = (*size).max(blocks * window.len());
+            }
+        }
+        self.bands.resize_with(threads, Vec::new);
+        for band in &mut self.bands {
+            band.resize_with(plan.banded, Vec::new);
+            for (buffer, &size) in band.iter_mut().zip(&sizes) {
+                buffer.resize(size, 0.0);
+            }
+        }
+        // Winograd's scratch grows with its first bands.
+        self.winograd.resize_with(threads, WinogradScratch::default);
+    }
+
+    /// Map `map`'s floats, from block `block` on.
+    pub(super) fn map(&self, plan: &Plan, at: At) -> &[f32] {
+        let Slot::Buffer(b) = plan.maps[at.map].slot else {
+            unreachable!("the plan checks that no band is read after the bands")
+        };
+        &self.buffers[b][at.block * self.planes[at.map].len()..]
+    }
+}
+
+/// The first layers run band by band: this many rows of the banded steps' output per
+/// band. Their maps are the network's largest (at stride 2, up to 16 channels: 30 MB
+/// for a 1024x1856 photo whole); a band of them stays within a core's L2 at 1024 px,
+/// and recomputing the rows two bands share costs a few percent of these cheap layers.
+pub(super) const BAND_ROWS: usize = 8;
 
 /// Tile rows per Winograd band: as many as keep the band's transformed input and
 /// products near 512 KiB (within a core's L2), at least one.
@@ -141,16 +147,13 @@ pub(super) fn fill_input(
     }
 }
 
-/// `fine += nearest 2x upsampling of coarse` over the interior.
-pub(super) fn add_upsampled(fine: &mut FixedMap, coarse: &FixedMap) {
-    let (fp, cp) = (fine.plane, coarse.plane);
+/// `fine += nearest 2x upsampling of coarse` over the interior of `blocks` blocks.
+pub(super) fn add_upsampled(fine: &mut [f32], fp: Plane, coarse: &[f32], cp: Plane, blocks: usize) {
     debug_assert!(fp.height == cp.height * 2 && fp.width == cp.width * 2);
-    // `fine` may be a lent, longer buffer; `coarse` is sized exactly.
-    let blocks = coarse.data.len() / cp.len();
     for b in 0..blocks {
         for y in 0..fp.height {
-            let dst = &mut fine.data[fp.at(b, y, 0)..][..fp.width * LANES];
-            let src = &coarse.data[cp.at(b, y / 2, 0)..][..cp.width * LANES];
+            let dst = &mut fine[fp.at(b, y, 0)..][..fp.width * LANES];
+            let src = &coarse[cp.at(b, y / 2, 0)..][..cp.width * LANES];
             for (x, pixel) in dst.chunks_exact_mut(LANES).enumerate() {
                 for (d, s) in pixel.iter_mut().zip(&src[(x / 2) * LANES..][..LANES]) {
                     *d += s;

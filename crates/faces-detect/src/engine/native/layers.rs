@@ -60,37 +60,6 @@ impl DepthwiseLayer {
     }
 }
 
-/// The SSH context module of one level. `first` is conv5X5_1 and conv3X3 as one
-/// layer: both read the FPN map, so they share its reading (and Winograd transform).
-/// The module's map holds, in order, conv5X5_1 (16 channels, read by conv5X5_2 and
-/// conv7X7_2), then the concat the head reads: conv3X3 (32), conv5X5_2 (16) and
-/// conv7x7_3 (16).
-pub(super) struct Ssh {
-    pub(super) first: DenseLayer,
-    /// conv5X5_1's output channels, the first of `first`'s.
-    pub(super) branch: usize,
-    pub(super) conv5_2: DenseLayer,
-    pub(super) conv7_2: DenseLayer,
-    pub(super) conv7_3: DenseLayer,
-}
-
-impl Ssh {
-    /// Blocks of conv5X5_1, the map's first.
-    pub(super) fn branch_blocks(&self) -> usize {
-        self.branch / LANES
-    }
-    /// Channel blocks of the concat: the three branches side by side.
-    pub(super) fn out_blocks(&self) -> usize {
-        self.first.out_blocks() - self.branch_blocks()
-            + self.conv5_2.out_blocks()
-            + self.conv7_3.out_blocks()
-    }
-    /// Channel blocks of the module's map: conv5X5_1, then the concat.
-    pub(super) fn map_blocks(&self) -> usize {
-        self.branch_blocks() + self.out_blocks()
-    }
-}
-
 /// Name of the convolution output of ONNX node `path` as the exporter wrote it.
 pub(super) fn conv_name(path: &str) -> String {
     format!("{path}/Conv_output_0")
