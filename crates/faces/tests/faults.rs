@@ -1029,7 +1029,7 @@ async fn raw_post(port: u16, head: Vec<u8>, body: Vec<u8>) -> (u16, String) {
             Ok(Ok(0)) | Ok(Err(_)) => break,
             Ok(Ok(n)) => {
                 received.extend_from_slice(&buffer[..n]);
-                if response_complete(&received) {
+                if support::response_complete(&received) {
                     break;
                 }
             }
@@ -1040,31 +1040,12 @@ async fn raw_post(port: u16, head: Vec<u8>, body: Vec<u8>) -> (u16, String) {
         !received.is_empty(),
         "the server closed the connection without an answer"
     );
-    let text = String::from_utf8_lossy(&received).into_owned();
-    let status = text
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|rest| rest.get(..3))
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
-    (status, body)
-}
-
-/// Whether `bytes` hold a whole response with a `Content-Length` body.
-fn response_complete(bytes: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(bytes);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        return false;
-    };
-    let length = head.lines().find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        name.eq_ignore_ascii_case("content-length")
-            .then(|| value.trim().parse::<usize>().ok())?
-    });
-    length.is_some_and(|length| body.len() >= length)
+    support::parse_response(&received).unwrap_or_else(|| {
+        panic!(
+            "not an HTTP answer: {:?}",
+            String::from_utf8_lossy(&received)
+        )
+    })
 }
 
 /// A multipart part whose headers run to 16 MiB is refused with 400 once they pass

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 mod support;
 
-use support::Process;
+use support::{parse_response, response_complete, Process};
 
 /// The tests measure latency on a small machine: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -683,29 +683,6 @@ async fn raw_exchange(port: u16, request: &[u8], close_write: bool, wait: Durati
         }
     }
     parse_response(&received).map_or(Raw::Closed, |(status, body)| Raw::Response(status, body))
-}
-
-fn parse_response(bytes: &[u8]) -> Option<(u16, String)> {
-    let text = String::from_utf8_lossy(bytes);
-    let status = text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
-    Some((status, body))
-}
-
-fn response_complete(bytes: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(bytes);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        return false;
-    };
-    let length = head.lines().find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        name.eq_ignore_ascii_case("content-length")
-            .then(|| value.trim().parse::<usize>().ok())?
-    });
-    length.is_some_and(|length| body.len() >= length)
 }
 
 /// Oversized request heads are refused (431/400/414 or the connection closed) and do

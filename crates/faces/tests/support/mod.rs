@@ -576,3 +576,29 @@ pub async fn scale_out_env(prefix: &str) -> Vec<(String, String)> {
         ("FACES_S3_PREFIX".into(), schema),
     ]
 }
+
+/// The status and body of an HTTP/1.1 response read off a raw connection; `None`
+/// where the bytes are not one.
+pub fn parse_response(bytes: &[u8]) -> Option<(u16, String)> {
+    let text = String::from_utf8_lossy(bytes);
+    let status = text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    Some((status, body))
+}
+
+/// Whether `bytes` hold a whole response with a `Content-Length` body.
+pub fn response_complete(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(bytes);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    let length = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse::<usize>().ok())?
+    });
+    length.is_some_and(|length| body.len() >= length)
+}
