@@ -15,7 +15,9 @@ pub enum Dialect {
 }
 
 /// `(version, SQL)` of each migration in `migrations/<folder>/<version>.sql`: the
-/// dialect's own folder, or `common` where one SQL text serves both.
+/// dialect's own folder, or `common` where one SQL text serves both (SQLite reads
+/// PostgreSQL's `BIGINT` and `DOUBLE PRECISION` as its INTEGER and REAL). Applied
+/// versions are recorded by name, so a migration may move folders.
 macro_rules! migrations {
     ($($folder:literal / $version:literal),+ $(,)?) => {
         &[$(($version, include_str!(concat!("../../migrations/", $folder, "/", $version, ".sql")))),+]
@@ -24,15 +26,15 @@ macro_rules! migrations {
 
 /// Migrations, applied in order and recorded in `faces_migrations`.
 const SQLITE_MIGRATIONS: &[(&str, &str)] = migrations![
-    "sqlite" / "0001_init",
-    "sqlite" / "0002_options",
+    "common" / "0001_init",
+    "common" / "0002_options",
     "sqlite" / "0003_events",
     "common" / "0004_readiness",
     "common" / "0005_decode_bytes",
 ];
 const POSTGRES_MIGRATIONS: &[(&str, &str)] = migrations![
-    "postgres" / "0001_init",
-    "postgres" / "0002_options",
+    "common" / "0001_init",
+    "common" / "0002_options",
     "postgres" / "0003_events",
     "common" / "0004_readiness",
     "common" / "0005_decode_bytes",
