@@ -28,6 +28,7 @@ mod draw;
 mod engine;
 mod error;
 mod geometry;
+mod mark;
 mod model;
 
 pub use decode::{decode, decode_bytes, probe, DecodeLimits, ImageInfo};
@@ -38,3 +39,4 @@ pub use engine::profile::{LayerKind, LayerTime};
 pub use error::DetectError;
 pub use geometry::{Face, Suppression};
 pub use image::{guess_format, ImageFormat, RgbImage};
+pub use mark::{apply_mark, region, Mark, Region, REGION_SCALE};

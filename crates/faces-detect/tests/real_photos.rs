@@ -4,7 +4,10 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use faces_detect::{decode, DecodeLimits, DetectError, Detector, DetectorConfig, Face, Mode};
+use faces_detect::{
+    apply_mark, decode, encode_jpeg, region, DecodeLimits, DetectError, Detector, DetectorConfig,
+    Face, Mark, Mode, Region,
+};
 use serde_json::Value;
 
 fn data() -> PathBuf {
@@ -246,4 +249,52 @@ fn small_photos_give_up_their_tiny_faces_in_fast_mode() {
         recall >= 0.55,
         "found {found} of {tiny} faces of 10-16 px ({recall:.3})"
     );
+}
+
+/// Blurred and pixelated copies of every known-counts photo (as the service stores
+/// them: JPEG) give no face at the default threshold, while every pixel outside the
+/// faces' enlarged regions is the photo's own.
+#[test]
+fn anonymised_copies_have_no_faces_left_and_nothing_else_changed() {
+    let dir = data().join("known_counts");
+    let mut checked = 0;
+    for record in jsonl(dir.join("counts.jsonl")) {
+        let file = record["file"].as_str().expect("file");
+        let bytes = std::fs::read(dir.join(file)).expect("readable");
+        let image = decode(&bytes, &DecodeLimits::default()).expect("decodes");
+        let faces = detector_in(Mode::Fast).detect(&image).expect("detects");
+        if faces.is_empty() {
+            continue;
+        }
+        let (width, height) = image.dimensions();
+        let regions: Vec<Region> = faces
+            .iter()
+            .filter_map(|f| region(f, width, height))
+            .collect();
+        for mark in [Mark::Blur, Mark::Pixelate] {
+            let mut marked = image.clone();
+            apply_mark(&mut marked, &faces, mark);
+            let outside_changed = marked
+                .enumerate_pixels()
+                .filter(|&(x, y, p)| {
+                    p != image.get_pixel(x, y) && !regions.iter().any(|r| r.contains(x, y))
+                })
+                .count();
+            assert_eq!(
+                outside_changed, 0,
+                "{file} {mark:?}: pixels changed outside"
+            );
+            let stored = decode(&encode_jpeg(&marked).unwrap(), &DecodeLimits::default()).unwrap();
+            let left = detector_in(Mode::Fast).detect(&stored).unwrap();
+            assert!(
+                left.is_empty(),
+                "{file} {mark:?}: {} of {} faces still found, best score {:.3}",
+                left.len(),
+                faces.len(),
+                left.iter().map(|f| f.score).fold(0.0, f32::max)
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 17, "only {checked} photos with faces");
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use faces_detect::{DetectorConfig, Engine, Mode, Suppression};
+use faces_detect::{DetectorConfig, Engine, Mark, Mode, Suppression};
 
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -53,6 +53,10 @@ pub struct Config {
     /// Minimum face score (0..1).
     #[arg(long, env = "FACES_SCORE_THRESHOLD", default_value_t = 0.5)]
     pub score_threshold: f32,
+    /// What processed copies do to each face, unless a request says: box (a red box),
+    /// blur or pixelate (made unrecognisable), or none.
+    #[arg(long, env = "FACES_MARK", default_value = "box")]
+    pub mark: Mark,
     /// Faces kept per photo, the highest scores first: bounds the answer, the feed
     /// message and the marked copy whatever threshold a request asks for.
     #[arg(long, env = "FACES_MAX_FACES", default_value_t = 300)]

@@ -1,7 +1,7 @@
 //! The domain: a submission (one accepted upload) and the faces found in it.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use faces_detect::{Face, Mode};
+use faces_detect::{Face, Mark, Mode};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -103,13 +103,17 @@ pub struct Options {
     /// Minimum face score, 0-1, to four decimals.
     #[schema(example = 0.5)]
     pub threshold: f64,
+    /// What the processed copy does to each face: `box`, `blur`, `pixelate` or `none`.
+    #[schema(value_type = String, example = "box")]
+    pub mark: Mark,
 }
 
 impl Options {
-    pub fn new(mode: Mode, threshold: f64) -> Self {
+    pub fn new(mode: Mode, threshold: f64, mark: Mark) -> Self {
         Self {
             mode,
             threshold: (threshold * 10_000.0).round() / 10_000.0,
+            mark,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::Utc;
-use faces_detect::{decode, encode_jpeg, mark_faces, DecodeLimits, DetectError, Detector};
+use faces_detect::{apply_mark, decode, encode_jpeg, DecodeLimits, DetectError, Detector};
 use tokio::sync::watch;
 
 use crate::db::ClaimedJob;
@@ -403,7 +403,9 @@ fn detect(
         None
     } else {
         // Marked in place: the unmarked pixels are not needed again.
-        timed_sync(metrics, Stage::Draw, || mark_faces(&mut image, &faces));
+        timed_sync(metrics, Stage::Draw, || {
+            apply_mark(&mut image, &faces, options.mark)
+        });
         let jpeg = timed_sync(metrics, Stage::Encode, || encode_jpeg(&image))
             .map_err(JobError::transient)?;
         Some(Bytes::from(jpeg))

@@ -153,6 +153,8 @@ function upload({ file, row }) {
     const threshold = $('threshold-input').value.trim();
     if (mode) body.append('mode', mode);
     if (threshold) body.append('threshold', threshold);
+    const mark = $('mark-input').value;
+    if (mark) body.append('mark', mark);
     body.append('image', file, file.name);
     xhr.open('POST', '/image/');
     xhr.setRequestHeader('Accept', 'application/json');

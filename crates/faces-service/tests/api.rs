@@ -745,6 +745,44 @@ async fn options_are_stored_shown_and_part_of_the_duplicate_key() {
     assert_eq!(again["faces"], low["faces"]);
 }
 
+/// `mark=blur` and `mark=pixelate` store a copy with every face unrecognisable (the
+/// detector finds none in it) and are part of the duplicate key; `box` and `none`
+/// keep every face findable.
+#[tokio::test]
+async fn mark_anonymises_the_copy_and_is_part_of_the_duplicate_key() {
+    let app = TestApp::start().await;
+    let photo = read("known_counts/fr_two_people.jpg");
+    let detector = faces_detect::Detector::new(Default::default()).unwrap();
+    let mut ids = Vec::new();
+    for (mark, found) in [("box", 2), ("blur", 0), ("pixelate", 0), ("none", 2)] {
+        let (status, body, _) = app
+            .upload_with(&format!("wait=30&mark={mark}"), &[], photo.clone(), "p.jpg")
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            (body["mark"].as_str(), body["faces_count"].as_u64()),
+            (Some(mark), Some(2))
+        );
+        assert!(body["duplicate_of"].is_null(), "{mark}: {body}");
+        let copy = app
+            .http
+            .get(body["image_url"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(copy.status(), 200);
+        let copy = faces_detect::decode(&copy.bytes().await.unwrap(), &Default::default()).unwrap();
+        assert_eq!(detector.detect(&copy).unwrap().len(), found, "{mark}");
+        ids.push(body["id"].clone());
+    }
+    // The page's form field does the same; the same mark again reuses the result.
+    let (status, again, _) = app
+        .upload_with("wait=30", &[("mark", "blur")], photo, "p.jpg")
+        .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["duplicate_of"], ids[1], "{again}");
+}
+
 #[tokio::test]
 async fn every_bad_option_gets_its_400_and_stores_nothing() {
     let app = TestApp::start().await;
@@ -756,6 +794,8 @@ async fn every_bad_option_gets_its_400_and_stores_nothing() {
         ("threshold=-1", &[][..], "threshold"),
         ("", &[("mode", "slow")][..], "mode"),
         ("", &[("threshold", "half")][..], "threshold"),
+        ("mark=sepia", &[][..], "mark"),
+        ("", &[("mark", "Blur")][..], "mark"),
     ];
     for (query, fields, key) in cases {
         let (status, body, _) = app

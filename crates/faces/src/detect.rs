@@ -7,8 +7,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 use faces_detect::{
-    decode, draw_faces, encode_jpeg, DecodeLimits, Detector, DetectorConfig, Engine, Face, Mode,
-    Suppression,
+    apply_mark, decode, encode_jpeg, DecodeLimits, Detector, DetectorConfig, Engine, Face, Mark,
+    Mode, Suppression,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -24,6 +24,10 @@ pub struct DetectArgs {
     /// Write a marked copy of each image (JPEG) into this folder.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// What the copies in --out do to each face: box (a red box), blur or pixelate
+    /// (an ellipse 1.4x the box made unrecognisable), or none.
+    #[arg(long, default_value = "box")]
+    mark: Mark,
     /// Minimum face score (0..1). Use a low value such as 0.02 to measure AP.
     #[arg(long, default_value_t = 0.5)]
     threshold: f32,
@@ -176,7 +180,13 @@ pub fn run(args: DetectArgs) -> Result<bool> {
     let mut all_ok = true;
     for (path, name) in &files {
         progress.set_message(name.clone());
-        let line = match process(&detector, &limits, path, args.out.as_deref(), name) {
+        let line = match process(
+            &detector,
+            &limits,
+            path,
+            args.out.as_deref().map(|o| (o, args.mark)),
+            name,
+        ) {
             Ok((faces, width, height, latency_ms)) => Line {
                 file: name,
                 width: Some(width),
@@ -211,7 +221,7 @@ fn process(
     detector: &Detector,
     limits: &DecodeLimits,
     path: &Path,
-    out: Option<&Path>,
+    out: Option<(&Path, Mark)>,
     name: &str,
 ) -> Result<(Vec<Face>, u32, u32, f64)> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -219,10 +229,12 @@ fn process(
     let image = decode(&bytes, limits)?;
     let faces = detector.detect(&image)?;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    if let Some(out) = out {
+    if let Some((out, mark)) = out {
         let file_name = name.replace(['/', '\\'], "__");
         let target = out.join(Path::new(&file_name).with_extension("jpg"));
-        std::fs::write(&target, encode_jpeg(&draw_faces(&image, &faces))?)
+        let mut marked = image.clone();
+        apply_mark(&mut marked, &faces, mark);
+        std::fs::write(&target, encode_jpeg(&marked)?)
             .with_context(|| format!("writing {}", target.display()))?;
     }
     Ok((

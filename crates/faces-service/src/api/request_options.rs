@@ -1,9 +1,9 @@
-//! The options one `POST /image/` may carry: `wait` (query only), `mode` and
-//! `threshold` (query, or form fields for the page). A bad value is refused with
+//! The options one `POST /image/` may carry: `wait` (query only), `mode`,
+//! `threshold` and `mark` (query, or form fields for the page). A bad value is refused with
 //! `400`, keyed by the parameter's name, before any byte of the file is stored.
 
 use axum::http::StatusCode;
-use faces_detect::Mode;
+use faces_detect::{Mark, Mode};
 
 use crate::error::ApiError;
 use crate::submission::Options;
@@ -13,7 +13,7 @@ pub const MAX_WAIT_SECS: u64 = 60;
 /// A form field's value longer than this cannot be a valid option.
 pub const MAX_FIELD_BYTES: usize = 64;
 /// The form fields read as options.
-pub const OPTION_FIELDS: [&str; 2] = ["mode", "threshold"];
+pub const OPTION_FIELDS: [&str; 3] = ["mode", "threshold", "mark"];
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Requested {
@@ -21,6 +21,7 @@ pub struct Requested {
     pub wait: u64,
     pub mode: Option<Mode>,
     pub threshold: Option<f64>,
+    pub mark: Option<Mark>,
 }
 
 impl Requested {
@@ -30,19 +31,20 @@ impl Requested {
         for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
             match name.as_ref() {
                 "wait" => requested.wait = parse_wait(&value)?,
-                "mode" | "threshold" => requested.set(&name, &value)?,
+                "mode" | "threshold" | "mark" => requested.set(&name, &value)?,
                 _ => {}
             }
         }
         Ok(requested)
     }
 
-    /// Sets `mode` or `threshold` from a query parameter or form field. A form
+    /// Sets `mode`, `threshold` or `mark` from a query parameter or form field. A form
     /// field does not override the query string's value.
     pub fn set(&mut self, name: &str, value: &str) -> Result<(), ApiError> {
         match name {
             "mode" => self.mode = Some(parse_mode(value)?),
             "threshold" => self.threshold = Some(parse_threshold(value)?),
+            "mark" => self.mark = Some(parse_mark(value)?),
             _ => {}
         }
         Ok(())
@@ -52,13 +54,20 @@ impl Requested {
     pub fn fill_from(&mut self, form: Requested) {
         self.mode = self.mode.or(form.mode);
         self.threshold = self.threshold.or(form.threshold);
+        self.mark = self.mark.or(form.mark);
     }
 
     /// The options the submission is detected with: the request's, else the server's.
-    pub fn options(&self, default_mode: Mode, default_threshold: f32) -> Options {
+    pub fn options(
+        &self,
+        default_mode: Mode,
+        default_threshold: f32,
+        default_mark: Mark,
+    ) -> Options {
         Options::new(
             self.mode.unwrap_or(default_mode),
             self.threshold.unwrap_or(f64::from(default_threshold)),
+            self.mark.unwrap_or(default_mark),
         )
     }
 }
@@ -88,6 +97,16 @@ fn parse_mode(value: &str) -> Result<Mode, ApiError> {
     }
 }
 
+fn parse_mark(value: &str) -> Result<Mark, ApiError> {
+    value.trim().parse().map_err(|_: String| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "mark",
+            format!("Select a valid choice. “{}” is not one of the available choices: box, blur, pixelate, none.", value.trim()),
+        )
+    })
+}
+
 fn parse_threshold(value: &str) -> Result<f64, ApiError> {
     value
         .trim()
@@ -109,14 +128,22 @@ mod tests {
 
     #[test]
     fn good_values_are_read_and_unknown_parameters_ignored() {
-        let r = Requested::from_query(Some("wait=60&mode=accurate&threshold=0.25&x=1")).unwrap();
+        let r = Requested::from_query(Some("wait=60&mode=accurate&threshold=0.25&mark=blur&x=1"))
+            .unwrap();
         assert_eq!(r.wait, 60);
         assert_eq!(r.mode, Some(Mode::Accurate));
         assert_eq!(r.threshold, Some(0.25));
+        assert_eq!(r.mark, Some(Mark::Blur));
         let none = Requested::from_query(None).unwrap();
-        assert_eq!((none.wait, none.mode, none.threshold), (0, None, None));
-        let options = none.options(Mode::Fast, 0.5);
-        assert_eq!((options.mode, options.threshold), (Mode::Fast, 0.5));
+        assert_eq!(
+            (none.wait, none.mode, none.threshold, none.mark),
+            (0, None, None, None)
+        );
+        let options = none.options(Mode::Fast, 0.5, Mark::Pixelate);
+        assert_eq!(
+            (options.mode, options.threshold, options.mark),
+            (Mode::Fast, 0.5, Mark::Pixelate)
+        );
     }
 
     #[test]
@@ -135,7 +162,14 @@ mod tests {
         ] {
             assert_eq!(refused(query).0, "threshold", "{query}");
         }
+        for query in ["mark=boxes", "mark=", "mark=BLUR"] {
+            assert_eq!(refused(query).0, "mark", "{query}");
+        }
         assert!(refused("mode=turbo").1.contains("“turbo”"));
+        assert_eq!(
+            refused("mark=sepia").1,
+            "Select a valid choice. “sepia” is not one of the available choices: box, blur, pixelate, none."
+        );
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub struct UploadForm {
     mode: Option<String>,
     /// 0-1, as the `threshold` query parameter (which wins if both are given).
     threshold: Option<f64>,
+    /// `box`, `blur`, `pixelate` or `none`, as the `mark` query parameter (which wins
+    /// if both are given).
+    mark: Option<String>,
 }
 
 /// `/readyz`: `ok`, or what failed.

@@ -67,7 +67,7 @@ struct Received {
     size: u64,
     sha256: String,
     png: Verdict,
-    /// `mode` and `threshold` form fields (the page's), before or after the file.
+    /// `mode`, `threshold` and `mark` form fields (the page's), before or after the file.
     options: Requested,
 }
 
@@ -87,11 +87,13 @@ struct Received {
         ("mode" = Option<String>, Query, description = "`fast` or `accurate` for this photo (default: the server's `--detector-mode`)"),
         ("threshold" = Option<f64>, Query, minimum = 0, maximum = 1,
             description = "Minimum face score for this photo (default: the server's `--score-threshold`)"),
+        ("mark" = Option<String>, Query,
+            description = "What the processed copy does to each face: `box`, `blur` or `pixelate` (an ellipse 1.4x the box made unrecognisable), or `none` (default: the server's `--mark`)"),
     ),
     responses(
         (status = 200, description = "With `wait`: the photo was done or failed in time", body = Answered),
         (status = 202, description = "Accepted and queued", body = Accepted),
-        (status = 400, description = "No file, an empty file, not a file, not a valid image, an extension not allowed, or too many pixels (keyed `image`); a bad `wait`, `mode` or `threshold` (keyed by its name)", body = crate::api::schema::ErrorBody),
+        (status = 400, description = "No file, an empty file, not a file, not a valid image, an extension not allowed, or too many pixels (keyed `image`); a bad `wait`, `mode`, `threshold` or `mark` (keyed by its name)", body = crate::api::schema::ErrorBody),
         (status = 401, description = "API keys are configured and none valid was given", body = crate::api::schema::ErrorBody),
         (status = 413, description = "Over the byte limit, or decoding it would need more than the whole memory budget", body = crate::api::schema::ErrorBody),
         (status = 415, description = "Not multipart/form-data", body = crate::api::schema::ErrorBody),
@@ -276,7 +278,11 @@ async fn accept(
     })?;
     let received = receive(state, multipart, limit).await?;
     requested.fill_from(received.options);
-    let options = requested.options(state.config.detector_mode, state.config.score_threshold);
+    let options = requested.options(
+        state.config.detector_mode,
+        state.config.score_threshold,
+        state.config.mark,
+    );
     if received.size == 0 {
         return Err(ApiError::image(messages::EMPTY));
     }

@@ -31,6 +31,7 @@ const SQLITE_MIGRATIONS: &[(&str, &str)] = migrations![
     "sqlite" / "0003_events",
     "common" / "0004_readiness",
     "common" / "0005_decode_bytes",
+    "common" / "0006_mark",
 ];
 const POSTGRES_MIGRATIONS: &[(&str, &str)] = migrations![
     "common" / "0001_init",
@@ -38,6 +39,7 @@ const POSTGRES_MIGRATIONS: &[(&str, &str)] = migrations![
     "postgres" / "0003_events",
     "common" / "0004_readiness",
     "common" / "0005_decode_bytes",
+    "common" / "0006_mark",
 ];
 
 pub(super) type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;

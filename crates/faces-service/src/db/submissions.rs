@@ -18,7 +18,7 @@ pub struct Expired {
 
 const SUBMISSION_COLUMNS: &str =
     "s.id, s.status, s.created_at, s.processed_at, s.original_key, s.processed_key, \
-     s.content_hash, s.byte_size, s.width, s.height, s.faces, s.duplicate_of, s.error, s.mode, s.threshold, s.decode_bytes, \
+     s.content_hash, s.byte_size, s.width, s.height, s.faces, s.duplicate_of, s.error, s.mode, s.threshold, s.mark, s.decode_bytes, \
      COALESCE(j.attempts, 0) AS attempts";
 
 impl Db {
@@ -26,8 +26,8 @@ impl Db {
     pub async fn insert_submission(&self, s: &Submission) -> sqlx::Result<()> {
         self.transaction(async |tx| {
         sqlx::query(
-            "INSERT INTO submissions (id, status, created_at, original_key, content_hash, byte_size, width, height, mode, threshold, decode_bytes) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "INSERT INTO submissions (id, status, created_at, original_key, content_hash, byte_size, width, height, mode, threshold, mark, decode_bytes) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(s.id.to_string())
         .bind(s.status.as_str())
@@ -39,6 +39,7 @@ impl Db {
         .bind(s.height)
         .bind(s.options.mode.as_str())
         .bind(s.options.threshold)
+        .bind(s.options.mark.as_str())
         .bind(s.decode_bytes)
         .execute(&mut *tx)
         .await?;
@@ -100,7 +101,7 @@ impl Db {
         let sql = format!(
             "SELECT {SUBMISSION_COLUMNS} FROM submissions s LEFT JOIN jobs j ON j.submission_id = s.id \
              WHERE s.content_hash = $1 AND s.status = 'done' AND s.id <> $2 \
-             AND s.mode = $3 AND s.threshold = $4 \
+             AND s.mode = $3 AND s.threshold = $4 AND s.mark = $5 \
              ORDER BY s.created_at DESC LIMIT 1"
         );
         let row = sqlx::query(&sql)
@@ -108,6 +109,7 @@ impl Db {
             .bind(like.id.to_string())
             .bind(like.options.mode.as_str())
             .bind(like.options.threshold)
+            .bind(like.options.mark.as_str())
             .fetch_optional(&self.pool)
             .await?;
         row.map(|r| submission_from_row(&r)).transpose()
@@ -233,6 +235,7 @@ fn submission_from_row(row: &AnyRow) -> sqlx::Result<Submission> {
         .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
     let duplicate_of: Option<String> = row.try_get("duplicate_of")?;
     let mode: String = row.try_get("mode")?;
+    let mark: String = row.try_get("mark")?;
     Ok(Submission {
         id: parse_uuid(&row.try_get::<String, _>("id")?)?,
         status: Status::parse(&status)
@@ -257,6 +260,9 @@ fn submission_from_row(row: &AnyRow) -> sqlx::Result<Submission> {
                 .parse()
                 .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
             threshold: row.try_get("threshold")?,
+            mark: mark
+                .parse()
+                .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
         },
     })
 }
