@@ -13,12 +13,12 @@
 #                          crate registry through the same TLS proxy the machine uses.
 #                          Only the build stage sees them: the faces image does not.
 #   scripts/container/build-base-images.sh     # idempotent: an existing image is kept
-# FACES_DEBIAN_MIRROR picks the mirror (default: Debian's own redirector).
+# FACES_DEBIAN_MIRROR picks the mirror (default: debootstrap's, Debian's redirector).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/container/podman-env.sh
 log() { echo "build-base-images.sh: $*" >&2; }
-MIRROR=${FACES_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+MIRROR=${FACES_DEBIAN_MIRROR:-}
 
 DEBIAN_IMAGE=$(dockerfile_base debian)
 RUST_IMAGE=$(dockerfile_base rust)
@@ -26,11 +26,14 @@ RUST_IMAGE=$(dockerfile_base rust)
 if podman image exists "$DEBIAN_IMAGE"; then
   log "$DEBIAN_IMAGE exists"
 else
-  log "making $DEBIAN_IMAGE with debootstrap from $MIRROR"
+  log "making $DEBIAN_IMAGE with debootstrap from ${MIRROR:-its default mirror}"
   rootfs=$(mktemp -d "$CONTAINER_STATE/rootfs.XXXXXX")
   trap 'rm -rf "$rootfs"' EXIT
-  debootstrap --variant=minbase bookworm "$rootfs" "$MIRROR" >"$CONTAINER_STATE/debootstrap.log" 2>&1 \
+  debootstrap --variant=minbase bookworm "$rootfs" ${MIRROR:+"$MIRROR"} >"$CONTAINER_STATE/debootstrap.log" 2>&1 \
     || { log "debootstrap failed; see $CONTAINER_STATE/debootstrap.log"; tail -n 20 "$CONTAINER_STATE/debootstrap.log" >&2; exit 1; }
+  # The mirror debootstrap used, from the sources it wrote: `deb <mirror> bookworm main`.
+  MIRROR=$(awk '$1 == "deb" { print $2; exit }' "$rootfs/etc/apt/sources.list")
+  [[ -n $MIRROR ]] || { log "no mirror in the rootfs's sources.list"; exit 1; }
   # The official image's sources (updates and security too) and slimming rules.
   rm -f "$rootfs/etc/apt/sources.list"
   cat >"$rootfs/etc/apt/sources.list.d/debian.sources" <<EOF
