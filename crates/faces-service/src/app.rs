@@ -97,6 +97,7 @@ impl App {
             budget: crate::budget::MemoryBudget::new(config.memory_budget),
             finished: tokio::sync::broadcast::channel(FINISHED_BACKLOG).0,
             relayed: tokio::sync::Mutex::new(relayed),
+            detector: tokio::sync::OnceCell::new(),
             config,
         });
         if state.db.dialect() == Dialect::Postgres {

@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{broadcast, watch, Notify, Semaphore};
+use faces_detect::Detector;
+use tokio::sync::{broadcast, watch, Notify, OnceCell, Semaphore};
 use uuid::Uuid;
 
 use crate::admission::Admission;
@@ -45,6 +46,9 @@ pub struct AppState {
     /// The last event `seq` this node's feed has sent on; the relay holds it while
     /// it reads the outbox, so events go out once and in order.
     pub relayed: tokio::sync::Mutex<i64>,
+    /// The detector this process's workers and the peers' endpoints share: one copy
+    /// of the weights. Loaded at start when the process has workers, else on first use.
+    pub detector: OnceCell<Arc<Detector>>,
 }
 
 impl AppState {
@@ -52,5 +56,34 @@ impl AppState {
     pub fn upload_path(&self) -> std::path::PathBuf {
         self.uploads_dir
             .join(uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    /// The shared detector, loaded on first use (on a blocking thread); `None` if it
+    /// fails to load, which is logged.
+    pub async fn detector(&self) -> Option<Arc<Detector>> {
+        let loaded = self
+            .detector
+            .get_or_try_init(|| async {
+                let config = self.config.detector();
+                let loaded = tokio::task::spawn_blocking(move || Detector::new(config)).await;
+                match loaded
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+                {
+                    Ok(detector) => {
+                        if let Some(fallback) = detector.engine_fallback() {
+                            tracing::warn!("{fallback}");
+                        }
+                        tracing::debug!(engine = ?detector.engine(), "detector ready");
+                        Ok(Arc::new(detector))
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "the detector failed to load");
+                        Err(())
+                    }
+                }
+            })
+            .await;
+        loaded.ok().cloned()
     }
 }

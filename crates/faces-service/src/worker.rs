@@ -72,23 +72,11 @@ impl JobError {
 /// Loads the detector all of this process's workers share: one copy of the
 /// weights, and engine buffers only for the detections running at once.
 pub async fn load_detector(state: &AppState) -> Option<Arc<Detector>> {
-    let config = state.config.detector();
-    let loaded = tokio::task::spawn_blocking(move || Detector::new(config)).await;
-    let detector = match loaded
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()))
-    {
-        Ok(detector) => detector,
-        Err(error) => {
-            tracing::error!(%error, "the detector failed to load; no worker runs");
-            return None;
-        }
-    };
-    if let Some(fallback) = detector.engine_fallback() {
-        tracing::warn!("{fallback}");
+    let detector = state.detector().await;
+    if detector.is_none() {
+        tracing::error!("no worker runs without the detector");
     }
-    tracing::debug!(engine = ?detector.engine(), "detector ready");
-    Some(Arc::new(detector))
+    detector
 }
 
 /// Runs one worker until `shutdown` turns true; a job in hand is finished first.

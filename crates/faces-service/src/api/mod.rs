@@ -8,6 +8,7 @@ pub mod limits;
 pub mod openapi;
 mod page;
 mod part_headers;
+mod peers;
 mod png_structure;
 mod processed;
 mod request_options;
@@ -62,6 +63,7 @@ pub fn router(state: Arc<AppState>, socket_io: socketioxide::layer::SocketIoLaye
             "/static/processed_faces/{aa}/{bb}/{file}",
             get(processed::serve),
         )
+        .merge(peers::routes(state.config.max_upload_bytes))
         .merge(openapi::routes())
         .fallback(|| async { crate::error::ApiError::not_found() })
         .layer(socket_io)

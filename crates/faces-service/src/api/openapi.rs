@@ -30,6 +30,8 @@ use crate::state::AppState;
         super::health::healthcheck,
         super::health::ready,
         super::health::metrics,
+        super::peers::deepstack::detect,
+        super::peers::compreface::detect,
     ),
     components(schemas(crate::feed::Detection, crate::submission::Status)),
     modifiers(&Security),
@@ -37,6 +39,7 @@ use crate::state::AppState;
         (name = "images", description = "Submitting photos and reading results"),
         (name = "feed", description = "Live notifications"),
         (name = "operations", description = "Health, readiness and metrics"),
+        (name = "peers", description = "DeepStack's, CodeProject.AI's and CompreFace's detection endpoints, for their clients: answered at once, nothing stored"),
     )
 )]
 pub struct ApiDoc;

@@ -1,0 +1,463 @@
+//! CompreFace's `POST /api/v1/detection/detect`: the photo as multipart part `file`
+//! or as JSON `{"file": "<base64>"}`; query `limit`, `det_prob_threshold`,
+//! `face_plugins` and `status`; the key in header `x-api-key`. Errors are CompreFace's
+//! `{"message", "code"}` with its codes; docs/api.md lists them all, in the order
+//! they are checked.
+
+use std::sync::Arc;
+
+use axum::body::to_bytes;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use bytes::Bytes;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::detection::{self, pixel_point, Found, PixelBox, Refusal};
+use super::scale;
+use crate::state::AppState;
+
+/// CompreFace's `det_prob_threshold` when a client sends none.
+const DEFAULT_THRESHOLD: f32 = 0.8;
+/// What `plugins_versions` names for the detector and the landmarks.
+const DETECTOR_VERSION: &str = "faces.RetinaFace-MobileNet0.25";
+
+/// CompreFace's error codes that these answers use.
+mod code {
+    /// `UNAVAILABLE_FILE_EXTENSION`: CompreFace's code for a file it cannot take as an image.
+    pub const NOT_AN_IMAGE: u16 = 21;
+    /// `MODEL_NOT_FOUND`: no service with this API key.
+    pub const UNKNOWN_KEY: u16 = 10;
+    /// `MISSING_REQUEST_HEADER`.
+    pub const MISSING_HEADER: u16 = 20;
+    /// `VALIDATION_CONSTRAINT_VIOLATION`: a bad parameter, or a body that cannot be read.
+    pub const INVALID: u16 = 26;
+    /// `NO_FACES_FOUND`.
+    pub const NO_FACE: u16 = 28;
+    /// `MISSING_REQUEST_PART`.
+    pub const MISSING_PART: u16 = 34;
+    /// `FACES_SERVICE_EXCEPTION`: the detection could not be run.
+    pub const SERVICE: u16 = 41;
+}
+
+/// One face: its box, and with the plugins asked for, its landmarks and timing.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CompreFaceFace {
+    #[serde(rename = "box")]
+    face_box: CompreFaceBox,
+    /// With `face_plugins=landmarks`: right eye, left eye, nose, right and left mouth corner.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Vec<u32>>>)]
+    landmarks: Option<Vec<[u32; 2]>>,
+    /// With `status=true`: milliseconds per plugin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    execution_time: Option<CompreFaceExecutionTime>,
+}
+
+/// A face's box in whole pixels of the upright image, inside it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CompreFaceBox {
+    /// On CompreFace's scale (see docs/api.md, "Thresholds").
+    #[schema(example = 0.99051)]
+    probability: f64,
+    x_max: u32,
+    y_max: u32,
+    x_min: u32,
+    y_min: u32,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CompreFaceExecutionTime {
+    detector: f64,
+}
+
+/// With `status=true`: what ran.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CompreFacePlugins {
+    detector: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    landmarks: Option<&'static str>,
+}
+
+/// The answer when at least one face is found.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CompreFaceFaces {
+    result: Vec<CompreFaceFace>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plugins_versions: Option<CompreFacePlugins>,
+}
+
+/// Every error: CompreFace's shape.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"message": "No face is found in the given image", "code": 28}))]
+pub struct CompreFaceError {
+    message: String,
+    code: u16,
+    #[serde(skip)]
+    status: StatusCode,
+    #[serde(skip)]
+    retry_after: Option<u64>,
+}
+
+impl CompreFaceError {
+    fn new(status: StatusCode, code: u16, message: impl Into<String>) -> Self {
+        CompreFaceError {
+            message: message.into(),
+            code,
+            status,
+            retry_after: None,
+        }
+    }
+
+    fn invalid(message: impl Into<String>) -> Self {
+        CompreFaceError::new(StatusCode::BAD_REQUEST, code::INVALID, message)
+    }
+}
+
+impl From<Refusal> for CompreFaceError {
+    fn from(refusal: Refusal) -> Self {
+        let code = match refusal {
+            Refusal::InvalidImage => code::NOT_AN_IMAGE,
+            Refusal::TooLarge(_) | Refusal::Unreadable(..) => code::INVALID,
+            Refusal::Busy(_) | Refusal::Failed => code::SERVICE,
+        };
+        CompreFaceError {
+            retry_after: refusal.retry_after(),
+            ..CompreFaceError::new(refusal.status(), code, refusal.message())
+        }
+    }
+}
+
+impl IntoResponse for CompreFaceError {
+    fn into_response(self) -> Response {
+        let (status, retry_after) = (self.status, self.retry_after);
+        let mut response = (status, Json(self)).into_response();
+        if let Some(seconds) = retry_after.and_then(|s| HeaderValue::from_str(&s.to_string()).ok())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, seconds);
+        }
+        // The body may not have been read (whole): the server closes the connection.
+        if matches!(
+            status,
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::SERVICE_UNAVAILABLE
+        ) {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
+
+/// The multipart form (a JSON body `{"file": "<base64>"}` is taken too).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct CompreFaceForm {
+    /// Any image format the decoder reads, told from the bytes: the part's file name
+    /// and content type do not matter.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
+/// The query's options.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Options {
+    /// Faces answered at most, the largest first; 0 for all.
+    limit: usize,
+    /// On CompreFace's scale.
+    threshold: f32,
+    landmarks: bool,
+    status: bool,
+}
+
+/// Detect faces, as CompreFace's detection service does.
+///
+/// Answered now, from the shared detector; nothing is stored or announced.
+#[utoipa::path(
+    post,
+    operation_id = "compreface_detect",
+    path = "/api/v1/detection/detect",
+    tag = "peers",
+    request_body(content = CompreFaceForm, content_type = "multipart/form-data"),
+    params(
+        ("x-api-key" = Option<String>, Header, description = "One of the `--api-key` keys; needed only when any is set"),
+        ("limit" = Option<u64>, Query, description = "Faces answered at most, the largest first; 0 (default) for all"),
+        ("det_prob_threshold" = Option<f64>, Query, minimum = 0, maximum = 1, description = "Minimum probability on CompreFace's scale; default 0.8"),
+        ("face_plugins" = Option<String>, Query, description = "Comma-separated; `landmarks` adds each face's 5 landmarks, others are ignored"),
+        ("status" = Option<bool>, Query, description = "`true` adds `execution_time` per face and `plugins_versions`"),
+    ),
+    responses(
+        (status = 200, description = "At least one face found", body = CompreFaceFaces),
+        (status = 400, description = "Code 20: keys are configured and `x-api-key` is missing; 26: a bad parameter or an unreadable body; 34: no `file`; 21: not Base64, or not an image; 28: no face found", body = CompreFaceError),
+        (status = 404, description = "Code 10: keys are configured and `x-api-key` is none of them", body = CompreFaceError),
+        (status = 413, description = "Code 26: over the byte limit, the pixel limit or the memory budget", body = CompreFaceError),
+        (status = 503, description = "Code 41: the node is at its limits for photos at once, or has no detection slot free within 5 s", body = CompreFaceError,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ),
+)]
+pub async fn detect(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    match answer(&state, request).await {
+        Ok(detected) => Json(detected).into_response(),
+        Err(failure) => {
+            tracing::info!(status = failure.status.as_u16(), reason = %failure.message, "face detection refused");
+            failure.into_response()
+        }
+    }
+}
+
+async fn answer(
+    state: &Arc<AppState>,
+    request: Request,
+) -> Result<CompreFaceFaces, CompreFaceError> {
+    let _slot = detection::enter(state, &request)?;
+    let (headers, query) = (
+        request.headers().clone(),
+        request.uri().query().map(str::to_owned),
+    );
+    // The whole body first, as CompreFace's server reads it before any check: a
+    // client still sending its photo must not meet a closed connection.
+    let file = read_file(state, request).await?;
+    let keys = &state.config.api_keys;
+    let given = headers
+        .get("x-api-key")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    if !keys.is_empty() && given.is_none() {
+        return Err(CompreFaceError::new(
+            StatusCode::BAD_REQUEST,
+            code::MISSING_HEADER,
+            "Missing header: x-api-key",
+        ));
+    }
+    let file = file.ok_or_else(|| {
+        CompreFaceError::new(
+            StatusCode::BAD_REQUEST,
+            code::MISSING_PART,
+            "Required part file is missing",
+        )
+    })?;
+    let options = options(query.as_deref())?;
+    if let Some(given) = given.filter(|_| !keys.is_empty()) {
+        if !super::super::auth::accepted(keys, &given) {
+            return Err(CompreFaceError::new(
+                StatusCode::NOT_FOUND,
+                code::UNKNOWN_KEY,
+                format!("Detection service with API Key {given} not found"),
+            ));
+        }
+    }
+    let image = match file {
+        File::Bytes(bytes) => bytes,
+        File::Base64(text) => base64_file(&text)?,
+    };
+    let ours = state.config.score_threshold;
+    let threshold = scale::COMPREFACE.threshold(options.threshold, ours);
+    let found = detection::detect(state, image, threshold).await?;
+    if found.faces.is_empty() {
+        return Err(CompreFaceError::new(
+            StatusCode::BAD_REQUEST,
+            code::NO_FACE,
+            "No face is found in the given image",
+        ));
+    }
+    Ok(detected(found, options, ours))
+}
+
+/// The query's options; unknown parameters and empty pairs (the SDK writes `?&k=v`)
+/// are ignored.
+fn options(query: Option<&str>) -> Result<Options, CompreFaceError> {
+    let mut options = Options {
+        limit: 0,
+        threshold: DEFAULT_THRESHOLD,
+        landmarks: false,
+        status: false,
+    };
+    for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        let value = value.trim();
+        match name.as_ref() {
+            "limit" => {
+                options.limit = value.parse().map_err(|_| {
+                    CompreFaceError::invalid("limit: must be a whole number of faces, 0 or more")
+                })?
+            }
+            "det_prob_threshold" => {
+                options.threshold = value
+                    .parse::<f32>()
+                    .ok()
+                    .filter(|t| (0.0..=1.0).contains(t))
+                    .ok_or_else(|| {
+                        CompreFaceError::invalid(
+                            "det_prob_threshold: must be a number from 0.0 to 1.0",
+                        )
+                    })?
+            }
+            "face_plugins" => options.landmarks = value.split(',').any(|p| p.trim() == "landmarks"),
+            "status" => {
+                options.status = boolean(value)
+                    .ok_or_else(|| CompreFaceError::invalid("status: must be true or false"))?
+            }
+            _ => {}
+        }
+    }
+    Ok(options)
+}
+
+/// A boolean as Spring reads one.
+fn boolean(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "on" | "yes" | "1" => Some(true),
+        "false" | "off" | "no" | "0" | "" => Some(false),
+        _ => None,
+    }
+}
+
+/// The photo as sent: multipart part `file`, or JSON `{"file": "<base64>"}`.
+enum File {
+    Bytes(Bytes),
+    Base64(String),
+}
+
+/// Reads the body; `None` when it has no file.
+async fn read_file(state: &AppState, request: Request) -> Result<Option<File>, CompreFaceError> {
+    let limit = state.config.max_upload_bytes;
+    if detection::media_type(request.headers()) != "application/json" {
+        let form = detection::read_multipart(request, "file", limit).await?;
+        return Ok(form.file.map(File::Bytes));
+    }
+    let json_limit = (limit.saturating_mul(4) / 3).saturating_add(64 * 1024) as usize;
+    let body = to_bytes(request.into_body(), json_limit)
+        .await
+        .map_err(|_| {
+            CompreFaceError::from(Refusal::TooLarge(crate::error::messages::too_large(limit)))
+        })?;
+    let json: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|_| CompreFaceError::invalid("The request body is not valid JSON."))?;
+    Ok(json
+        .get("file")
+        .and_then(|f| f.as_str())
+        .map(|text| File::Base64(text.to_owned())))
+}
+
+/// Standard Base64 with or without padding, line breaks allowed, a `data:` URL prefix too.
+fn base64_file(text: &str) -> Result<Bytes, CompreFaceError> {
+    let text = match text.split_once(";base64,") {
+        Some((prefix, rest)) if prefix.starts_with("data:") => rest,
+        _ => text,
+    };
+    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    engine.decode(compact).map(Bytes::from).map_err(|_| {
+        CompreFaceError::new(
+            StatusCode::BAD_REQUEST,
+            code::NOT_AN_IMAGE,
+            "Provided value is not Base64",
+        )
+    })
+}
+
+fn detected(found: Found, options: Options, ours: f32) -> CompreFaceFaces {
+    let mut faces: Vec<_> = found.faces.iter().collect();
+    if options.limit > 0 && faces.len() > options.limit {
+        // CompreFace keeps the largest faces; the answer stays best first.
+        let mut by_size = faces.clone();
+        by_size.sort_by(|a, b| (b.width * b.height).total_cmp(&(a.width * a.height)));
+        by_size.truncate(options.limit);
+        faces.retain(|face| by_size.iter().any(|kept| std::ptr::eq(*kept, *face)));
+    }
+    let detector_ms = found.inference.as_secs_f64() * 1000.0;
+    let result = faces
+        .into_iter()
+        .map(|face| {
+            let pixels = PixelBox::of(face, found.width, found.height);
+            CompreFaceFace {
+                face_box: CompreFaceBox {
+                    probability: rounded(scale::COMPREFACE.confidence(face.score, ours)),
+                    x_max: pixels.x_max,
+                    y_max: pixels.y_max,
+                    x_min: pixels.x_min,
+                    y_min: pixels.y_min,
+                },
+                landmarks: options.landmarks.then(|| {
+                    face.landmarks
+                        .iter()
+                        .map(|point| pixel_point(*point, found.width, found.height))
+                        .collect()
+                }),
+                execution_time: options.status.then(|| CompreFaceExecutionTime {
+                    detector: detector_ms.round(),
+                }),
+            }
+        })
+        .collect();
+    CompreFaceFaces {
+        result,
+        plugins_versions: options.status.then(|| CompreFacePlugins {
+            detector: DETECTOR_VERSION,
+            landmarks: options.landmarks.then_some(DETECTOR_VERSION),
+        }),
+    }
+}
+
+/// Five decimals, as CompreFace prints them.
+fn rounded(value: f32) -> f64 {
+    (f64::from(value) * 100_000.0).round() / 100_000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sdks_query_form_is_read() {
+        let read = options(Some(
+            "&limit=2&det_prob_threshold=0.6&face_plugins=age,landmarks&status=True",
+        ))
+        .unwrap();
+        assert_eq!(
+            read,
+            Options {
+                limit: 2,
+                threshold: 0.6,
+                landmarks: true,
+                status: true
+            }
+        );
+        assert_eq!(options(None).unwrap().threshold, 0.8);
+        assert!(!options(Some("face_plugins=age")).unwrap().landmarks);
+        for bad in [
+            "limit=-1",
+            "limit=x",
+            "det_prob_threshold=1.5",
+            "det_prob_threshold=x",
+            "status=maybe",
+        ] {
+            let failure = options(Some(bad)).unwrap_err();
+            assert_eq!(
+                (failure.status, failure.code),
+                (StatusCode::BAD_REQUEST, 26),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn base64_is_read_with_or_without_padding_and_line_breaks() {
+        assert_eq!(&base64_file("aGVsbG8=").unwrap()[..], b"hello");
+        assert_eq!(&base64_file("aGVs\nbG8").unwrap()[..], b"hello");
+        assert_eq!(
+            &base64_file("data:image/jpeg;base64,aGVsbG8=").unwrap()[..],
+            b"hello"
+        );
+        let failure = base64_file("not base64!").unwrap_err();
+        assert_eq!(
+            (failure.code, failure.message.as_str()),
+            (21, "Provided value is not Base64")
+        );
+    }
+}

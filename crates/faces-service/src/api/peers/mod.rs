@@ -1,0 +1,38 @@
+//! The peers' detection endpoints, so that their clients work unchanged against
+//! faces: DeepStack's and CodeProject.AI's `POST /v1/vision/face`
+//! ([`deepstack`]) and CompreFace's `POST /api/v1/detection/detect` ([`compreface`]).
+//!
+//! Each is answered in the request, from the process's shared detector, holding
+//! memory and a detection slot as a worker does ([`detection`]); nothing is stored or
+//! announced on the feed, as the peers keep nothing either. Their thresholds and
+//! scores are on the peer's scale ([`scale`]). docs/api.md lists every answer.
+
+pub(super) mod compreface;
+pub(super) mod deepstack;
+mod detection;
+mod scale;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::post;
+use axum::Router;
+
+use crate::state::AppState;
+
+/// The peers' routes. Their bodies are read into memory, bounded by the upload limit
+/// (a third more for CompreFace's base64).
+pub fn routes(max_upload_bytes: u64) -> Router<Arc<AppState>> {
+    let limit = DefaultBodyLimit::max(
+        (max_upload_bytes.saturating_mul(4) / 3).saturating_add(1024 * 1024) as usize,
+    );
+    let deepstack = post(deepstack::detect).layer::<_, Infallible>(limit);
+    Router::new()
+        .route("/v1/vision/face", deepstack.clone())
+        .route("/v1/vision/face/", deepstack)
+        .route(
+            "/api/v1/detection/detect",
+            post(compreface::detect).layer::<_, Infallible>(limit),
+        )
+}
