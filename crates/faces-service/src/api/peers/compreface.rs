@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::body::to_bytes;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
@@ -134,21 +134,7 @@ impl From<Refusal> for CompreFaceError {
 impl IntoResponse for CompreFaceError {
     fn into_response(self) -> Response {
         let (status, retry_after) = (self.status, self.retry_after);
-        let mut response = (status, Json(self)).into_response();
-        if let Some(seconds) = retry_after.and_then(|s| HeaderValue::from_str(&s.to_string()).ok())
-        {
-            response.headers_mut().insert(header::RETRY_AFTER, seconds);
-        }
-        // The body may not have been read (whole): the server closes the connection.
-        if matches!(
-            status,
-            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::SERVICE_UNAVAILABLE
-        ) {
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        response
+        detection::error_response(status, retry_after, Json(self))
     }
 }
 

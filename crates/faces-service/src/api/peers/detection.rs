@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use axum::extract::multipart::MultipartError;
 use axum::extract::{FromRequest, Multipart, Request};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use faces_detect::{decode, guess_format, probe, DecodeLimits, DetectError, Face};
 use tokio::sync::OwnedSemaphorePermit;
@@ -360,6 +361,28 @@ fn span(start: f32, end: f32, size: u32) -> (u32, u32) {
     let start = clamp(start).min(size - 1);
     let end = clamp(end).max(start + 1);
     (start, end)
+}
+
+/// A peer's error `body` with `status`, `Retry-After` where given, and
+/// `Connection: close` where the request's body may not have been read whole.
+pub fn error_response(
+    status: StatusCode,
+    retry_after: Option<u64>,
+    body: impl IntoResponse,
+) -> Response {
+    let mut response = (status, body).into_response();
+    if let Some(seconds) = retry_after.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
+        response.headers_mut().insert(header::RETRY_AFTER, seconds);
+    }
+    if matches!(
+        status,
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::SERVICE_UNAVAILABLE
+    ) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// A landmark `[x, y]` in whole pixels inside the image.
