@@ -9,9 +9,14 @@ pub const VARIABLE: &str = "FACES_TEST_DATA";
 
 /// The data folder; panics with what to do if it is missing.
 pub fn dir() -> PathBuf {
+    // Cargo sets CARGO_MANIFEST_DIR for the tests and benchmarks it runs: the crate's
+    // folder in this checkout. The one compiled in is a fallback, and may name another
+    // checkout whose build the target folder reused.
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
     let dir = std::env::var_os(VARIABLE)
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
+        .unwrap_or_else(|| crate_dir.join("../../../shared/data"));
     assert!(
         dir.is_dir(),
         "the shared test photos are not at {}: put them at ../shared/data beside the \

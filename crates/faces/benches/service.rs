@@ -58,8 +58,7 @@ fn reference_images_per_second(folder: &Path) -> Option<f64> {
     if std::env::var("BENCH_REFERENCE").is_ok_and(|v| v == "0") {
         return None;
     }
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench_onnxruntime.py");
+    let script = support::repo_file("scripts/bench_onnxruntime.py");
     let output = Command::new("python3")
         .arg(script)
         .args(["--threads", "1", "--folder"])

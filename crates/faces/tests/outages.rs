@@ -18,9 +18,7 @@ const DEADLINE: Duration = Duration::from_secs(180);
 
 /// Runs `scripts/services/<script> <action>` (start prints its exports: dropped).
 fn service(script: &str, action: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../scripts/services")
-        .join(script);
+    let path = support::repo_file("scripts/services").join(script);
     let status = Command::new("bash")
         .arg(&path)
         .arg(action)

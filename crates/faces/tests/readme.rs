@@ -6,8 +6,9 @@
 //! (crates/faces/src/main.rs) fails here until the README says so too.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::process::Command;
+
+mod support;
 
 /// One option of `faces serve --help`.
 #[derive(Debug, Default)]
@@ -148,7 +149,7 @@ fn configuration_table(readme: &str) -> Vec<Row> {
 }
 
 fn readme() -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
+    let path = support::repo_file("README.md");
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 

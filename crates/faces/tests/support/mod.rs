@@ -602,3 +602,12 @@ pub fn response_complete(bytes: &[u8]) -> bool {
     });
     length.is_some_and(|length| body.len() >= length)
 }
+
+/// `relative` in this checkout. Cargo sets CARGO_MANIFEST_DIR for the tests and
+/// benchmarks it runs; the folder compiled in (`env!`) may be another checkout's whose
+/// build the target folder reused.
+pub fn repo_file(relative: &str) -> PathBuf {
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    crate_dir.join("../..").join(relative)
+}
