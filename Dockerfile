@@ -10,11 +10,15 @@ COPY Cargo.toml Cargo.lock ./
 COPY crates ./crates
 # Cache mounts keep the crate downloads and the compiled dependencies between builds,
 # so after a source change only the workspace's own crates are compiled again. The
-# target folder is a cache, not a layer: the binary is copied out of it.
+# target folder is a cache, not a layer: the binary is copied out of it. Cargo tells
+# changed sources by modification time, and copied files keep theirs, which can be
+# older than what the cache holds from another tree: the workspace's files are touched,
+# so its four crates are always compiled afresh (this step runs only when they changed).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p faces \
+    find crates -type f -exec touch {} + \
+    && cargo build --release --locked -p faces \
     && strip -o /usr/local/bin/faces target/release/faces
 
 FROM debian:12.15-slim
