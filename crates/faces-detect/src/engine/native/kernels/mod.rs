@@ -3,8 +3,8 @@
 //!
 //! Layout of a feature map ([`Plane`]): `[channel block][row][column][LANES]`, every
 //! block's plane framed by a one-pixel zero border, so a 3x3 window (padding 1)
-//! never needs a bounds check. Kernels write only the interior; the border stays
-//! zero from allocation on.
+//! never needs a bounds check. Kernels write only the interior; the engine zeroes
+//! a map's border after each layer that writes it (a buffer holds several maps in turn).
 //!
 //! Layers split their output rows across threads with [`parallel_rows`] (or
 //! [`parallel_groups`], one range and scratch per thread), which hand each thread a
