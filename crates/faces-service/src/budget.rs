@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use faces_detect::Mark;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Permits count KiB: a semaphore holds at most `u32::MAX` per acquire.
@@ -18,11 +19,18 @@ pub struct MemoryBudget {
 }
 
 /// What processing one photo holds at its peak: the file, then the larger of the
-/// decode ([`faces_detect::decode_bytes`]) and the RGB pixels with the JPEG of the
-/// marked copy being written (at most half their size at this quality).
-pub fn photo_cost(file_bytes: u64, width: u32, height: u32, decode_bytes: u64) -> u64 {
+/// decode ([`faces_detect::decode_bytes`]) and the RGB pixels with the larger of the
+/// JPEG of the marked copy being written (at most half their size at this quality)
+/// and what `mark` copies of a face's region, which may be the whole photo: once to
+/// pixelate it, three times to blur it (the region and the blur's two buffers).
+pub fn photo_cost(file_bytes: u64, width: u32, height: u32, decode_bytes: u64, mark: Mark) -> u64 {
     let rgb = u64::from(width) * u64::from(height) * 3;
-    file_bytes + decode_bytes.max(rgb + rgb / 2)
+    let marking = match mark {
+        Mark::Blur => 3 * rgb,
+        Mark::Pixelate => rgb,
+        Mark::Box | Mark::None => 0,
+    };
+    file_bytes + decode_bytes.max(rgb + (rgb / 2).max(marking))
 }
 
 impl MemoryBudget {
@@ -120,8 +128,13 @@ mod tests {
     #[test]
     fn a_photo_costs_at_least_its_rgb_pixels_and_their_jpeg() {
         // A 16-bit RGBA photo: its decode is the peak.
-        assert_eq!(photo_cost(100, 10, 10, 1100), 1200);
+        assert_eq!(photo_cost(100, 10, 10, 1100, Mark::Box), 1200);
         // An RGB JPEG: pixels plus the marked copy's JPEG.
-        assert_eq!(photo_cost(100, 10, 10, 300), 100 + 450);
+        assert_eq!(photo_cost(100, 10, 10, 300, Mark::Box), 100 + 450);
+        assert_eq!(photo_cost(100, 10, 10, 300, Mark::None), 100 + 450);
+        // Anonymising copies the face's region, up to the whole photo.
+        assert_eq!(photo_cost(100, 10, 10, 300, Mark::Pixelate), 100 + 600);
+        assert_eq!(photo_cost(100, 10, 10, 300, Mark::Blur), 100 + 1200);
+        assert_eq!(photo_cost(100, 10, 10, 2000, Mark::Blur), 100 + 2000);
     }
 }

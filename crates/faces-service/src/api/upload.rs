@@ -298,7 +298,7 @@ async fn accept(
         tokio::task::spawn_blocking(move || validate(&path, &name, png, &limits))
             .await
             .map_err(ApiError::internal)??;
-    let cost = crate::budget::photo_cost(received.size, width, height, decode_bytes);
+    let cost = crate::budget::photo_cost(received.size, width, height, decode_bytes, options.mark);
     if !state.budget.admits(cost) {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -264,6 +264,8 @@ pub async fn detect(state: &Arc<AppState>, bytes: Bytes, threshold: f32) -> Resu
         info.width,
         info.height,
         info.decode_bytes,
+        // Nothing is marked or stored: the decode or the pixels are the peak.
+        faces_detect::Mark::None,
     );
     if !state.budget.admits(cost) {
         return Err(Refusal::TooLarge(format!(
