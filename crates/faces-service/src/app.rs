@@ -18,7 +18,7 @@ use crate::feed::Feed;
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::store::Store;
-use crate::{api, leftovers, notify, retention, server, worker};
+use crate::{api, leftovers, notify, refresh, retention, server, worker};
 
 /// Finished ids kept for slow waiters; one that falls behind re-reads the database.
 const FINISHED_BACKLOG: usize = 1024;
@@ -98,6 +98,8 @@ impl App {
             finished: tokio::sync::broadcast::channel(FINISHED_BACKLOG).0,
             relayed: tokio::sync::Mutex::new(relayed),
             detector: tokio::sync::OnceCell::new(),
+            recognizer: tokio::sync::OnceCell::new(),
+            index: Default::default(),
             config,
         });
         if state.db.dialect() == Dialect::Postgres {
@@ -109,6 +111,10 @@ impl App {
             ));
         }
         if role == Role::Serve {
+            // Names from the first answer on; stored faces are searchable once read.
+            refresh::examples_now(&state).await;
+            let loading = state.clone();
+            tokio::spawn(async move { refresh::load_faces(&loading).await });
             tokio::spawn(notify::relay_periodically(state.clone()));
         }
         let mut workers: Vec<JoinHandle<()>> = Vec::new();

@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::Args;
 use faces_detect::{DetectorConfig, Engine, Mark, Mode, Suppression};
 
+use crate::recognition::Recognition;
+
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Address to listen on.
@@ -61,6 +63,16 @@ pub struct Config {
     /// message and the marked copy whatever threshold a request asks for.
     #[arg(long, env = "FACES_MAX_FACES", default_value_t = 300)]
     pub max_faces: usize,
+    /// Which processed photos get an embedding of each face (to name them and to
+    /// search them): all, subjects (only while at least one subject exists: no cost
+    /// until someone is to be recognised) or off.
+    #[arg(long, env = "FACES_RECOGNITION", default_value = "all")]
+    pub recognition: Recognition,
+    /// Two faces are the same person at this Euclidean distance between their
+    /// embeddings or less (dlib's model: 0.6). A face is named after the nearest
+    /// example within it; searches find faces within it unless asked otherwise.
+    #[arg(long, env = "FACES_MATCH_DISTANCE", default_value_t = 0.6, value_parser = crate::recognition::parse_distance)]
+    pub match_distance: f32,
     /// NMS IoU threshold.
     #[arg(long, env = "FACES_NMS_THRESHOLD", default_value_t = 0.4)]
     pub nms_threshold: f32,

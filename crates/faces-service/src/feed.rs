@@ -11,7 +11,8 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 use utoipa::ToSchema;
 
-use crate::submission::{timestamp, FaceBox, Submission};
+use crate::recognition::FaceView;
+use crate::submission::{timestamp, Submission};
 
 /// Events a client may fall behind before it is dropped.
 pub const CLIENT_BUFFER: usize = 1024;
@@ -29,22 +30,25 @@ pub struct Detection {
     pub faces_count: usize,
     pub image_url: String,
     pub id: String,
-    pub faces: Vec<FaceBox>,
+    /// Each face's box, score and landmarks, then who it is (`subject`, `distance`).
+    pub faces: Vec<FaceView>,
     /// The event's place in the feed, increasing across the deployment: reconnect
     /// with `GET /faces?after=<seq>` to get what came after it.
     pub seq: i64,
 }
 
-/// The feed message for outbox event `seq`, and the marked copy's URL path
-/// (`/static/processed_faces/…`): `None` unless `submission` is done with a marked
-/// copy (faces were found). Used by the relay and by `GET /faces?after=` replays.
+/// The feed message for outbox event `seq`, with `submission`'s `faces` named, and
+/// the marked copy's URL path (`/static/processed_faces/…`): `None` unless
+/// `submission` is done with a marked copy (faces were found). Used by the relay and
+/// by `GET /faces?after=` replays.
 pub fn detection(
     seq: i64,
     submission: &Submission,
+    faces: Option<Vec<FaceView>>,
     public_url: &str,
 ) -> Option<(Detection, String)> {
     let key = submission.processed_key.as_ref()?;
-    let faces = submission.faces.clone().unwrap_or_default();
+    let faces = faces.unwrap_or_default();
     let image_path = format!("/static/{key}");
     Some((
         Detection {

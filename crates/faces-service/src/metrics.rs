@@ -36,6 +36,8 @@ pub enum Stage {
     Wait,
     Decode,
     Detect,
+    /// Computing each face's embedding (`--recognition`).
+    Embed,
     /// Drawing the boxes on the decoded photo.
     Draw,
     /// JPEG-encoding the marked copy.
@@ -49,13 +51,14 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 11] = [
+    pub const ALL: [Stage; 12] = [
         Stage::Claim,
         Stage::Lookup,
         Stage::Read,
         Stage::Wait,
         Stage::Decode,
         Stage::Detect,
+        Stage::Embed,
         Stage::Draw,
         Stage::Encode,
         Stage::Store,
@@ -71,6 +74,7 @@ impl Stage {
             Stage::Wait => "wait",
             Stage::Decode => "decode",
             Stage::Detect => "detect",
+            Stage::Embed => "embed",
             Stage::Draw => "draw",
             Stage::Encode => "encode",
             Stage::Store => "store",

@@ -17,9 +17,12 @@ use uuid::Uuid;
 use crate::db::Dialect;
 use crate::fault::{warn_limited, Fault};
 use crate::feed::detection;
+use crate::names::Names;
 use crate::state::AppState;
+use crate::submission::Submission;
 
 const EVENTS: &str = crate::db::EVENTS_CHANNEL;
+const SUBJECTS: &str = crate::db::SUBJECTS_CHANNEL;
 const JOBS: &str = "faces_jobs";
 
 /// Outbox rows read per query while relaying.
@@ -40,8 +43,20 @@ pub async fn relay(state: &AppState) {
             Err(error) => return warn_limited(Fault::of_database(&error), &error),
         };
         let full = events.len() as i64 == RELAY_BATCH;
+        let submissions: Vec<&Submission> = events.iter().map(|(_, s)| s).collect();
+        let names = match Names::read(state, &submissions).await {
+            Ok(names) => names,
+            Err(error) => return warn_limited(Fault::of_database(&error), &error),
+        };
+        let added: Vec<(Uuid, i64)> = submissions
+            .iter()
+            .map(|s| (s.id, s.created_at.timestamp_micros()))
+            .collect();
+        crate::refresh::relayed(state, &added, &names.embeddings);
         for (seq, submission) in events {
-            if let Some((detection, path)) = detection(seq, &submission, state.config.public_url())
+            let faces = names.faces(&submission);
+            if let Some((detection, path)) =
+                detection(seq, &submission, faces, state.config.public_url())
             {
                 state.feed.publish(&detection, &path);
             }
@@ -53,7 +68,7 @@ pub async fn relay(state: &AppState) {
     }
 }
 
-/// Relays the outbox every [`RELAY_EVERY`] until shutdown.
+/// Relays the outbox, and looks for changed examples, every [`RELAY_EVERY`] until shutdown.
 pub async fn relay_periodically(state: Arc<AppState>) {
     let mut shutdown = state.shutdown.clone();
     let stopped = async move {
@@ -62,7 +77,10 @@ pub async fn relay_periodically(state: Arc<AppState>) {
     tokio::pin!(stopped);
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(RELAY_EVERY) => relay(&state).await,
+            _ = tokio::time::sleep(RELAY_EVERY) => {
+                relay(&state).await;
+                crate::refresh::examples(&state).await;
+            }
             _ = &mut stopped => return,
         }
     }
@@ -112,7 +130,11 @@ pub async fn listen(state: Arc<AppState>, url: String, events: bool) {
                 }
             }
         };
-        let channels: &[&str] = if events { &[EVENTS, JOBS] } else { &[JOBS] };
+        let channels: &[&str] = if events {
+            &[EVENTS, SUBJECTS, JOBS]
+        } else {
+            &[JOBS]
+        };
         if let Err(error) = listener.listen_all(channels.iter().copied()).await {
             tracing::warn!(%error, "LISTEN failed; retrying");
             continue;
@@ -124,6 +146,7 @@ pub async fn listen(state: Arc<AppState>, url: String, events: bool) {
             };
             match notification {
                 Ok(n) if n.channel() == JOBS => state.wake.notify_one(),
+                Ok(n) if n.channel() == SUBJECTS => crate::refresh::examples(&state).await,
                 Ok(n) => match Uuid::parse_str(n.payload()) {
                     Ok(id) => finished(&state, id).await,
                     Err(_) => tracing::warn!(payload = n.payload(), "bad event notification"),

@@ -50,10 +50,12 @@ pub async fn sweep(
     while !*shutdown.borrow() {
         let batch = state.db.expired_submissions(cutoff, BATCH).await?;
         let mut removed_in_batch = 0;
+        let mut gone = std::collections::HashSet::new();
         for expired in &batch {
             if !state.db.delete_finished(expired.id).await? {
                 continue;
             }
+            gone.insert(expired.id);
             removed_in_batch += 1;
             let files = std::iter::once(&expired.original_key).chain(&expired.processed_key);
             for key in files {
@@ -62,6 +64,8 @@ pub async fn sweep(
                 }
             }
         }
+        // Out of this node's search index (others confirm matches against the database).
+        state.index.forget(&gone);
         removed += removed_in_batch;
         state.metrics.retention_removed(removed_in_batch as u64);
         // A short batch is the last; a batch of which nothing could go would repeat.

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use faces_detect::Detector;
+use faces_detect::{Detector, Recognizer};
 use tokio::sync::{broadcast, watch, Notify, OnceCell, Semaphore};
 use uuid::Uuid;
 
@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::feed::Feed;
 use crate::metrics::Metrics;
+use crate::recognition::Index;
 use crate::store::Store;
 
 /// What handlers and workers share.
@@ -49,6 +50,10 @@ pub struct AppState {
     /// The detector this process's workers and the peers' endpoints share: one copy
     /// of the weights. Loaded at start when the process has workers, else on first use.
     pub detector: OnceCell<Arc<Detector>>,
+    /// The face recognition model, shared as the detector is; loaded on first use.
+    pub recognizer: OnceCell<Arc<Recognizer>>,
+    /// What this node names and searches faces with (see [`crate::recognition`]).
+    pub index: Index,
 }
 
 impl AppState {
@@ -79,6 +84,28 @@ impl AppState {
                     }
                     Err(error) => {
                         tracing::error!(%error, "the detector failed to load");
+                        Err(())
+                    }
+                }
+            })
+            .await;
+        loaded.ok().cloned()
+    }
+
+    /// The shared recognition model, loaded on first use (on a blocking thread);
+    /// `None` if it fails to load, which is logged.
+    pub async fn recognizer(&self) -> Option<Arc<Recognizer>> {
+        let loaded = self
+            .recognizer
+            .get_or_try_init(|| async {
+                let loaded = tokio::task::spawn_blocking(Recognizer::new).await;
+                match loaded
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+                {
+                    Ok(recognizer) => Ok(Arc::new(recognizer)),
+                    Err(error) => {
+                        tracing::error!(%error, "the recognition model failed to load");
                         Err(())
                     }
                 }

@@ -127,6 +127,9 @@ pub struct Outcome {
     pub faces: Vec<FaceBox>,
     pub processed_key: Option<String>,
     pub duplicate_of: Option<Uuid>,
+    /// `(face index, embedding)` of the faces that have one: all of them, or none
+    /// when recognition is off (see [`crate::recognition::Recognition`]).
+    pub embeddings: Vec<(u32, faces_detect::Embedding)>,
 }
 
 /// RFC 3339 in UTC with microseconds and `+00:00`, as the feed's clients expect.

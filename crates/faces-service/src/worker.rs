@@ -7,12 +7,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::Utc;
-use faces_detect::{apply_mark, decode, encode_jpeg, DecodeLimits, DetectError, Detector};
+use faces_detect::{
+    apply_mark, decode, encode_jpeg, DecodeLimits, DetectError, Detector, Embedding, FaceRect,
+    Recognizer,
+};
 use tokio::sync::watch;
 
 use crate::db::ClaimedJob;
 use crate::fault::Fault;
 use crate::metrics::{Metrics, Stage};
+use crate::recognition::Recognition;
 use crate::state::AppState;
 use crate::store::{processed_key, StoreError};
 use crate::submission::{FaceBox, Options, Outcome};
@@ -243,8 +247,26 @@ async fn attempt(
         .done_with_hash(&submission)
         .await
         .map_err(JobError::database)?;
+    let recognizer = recognizer_for(state).await?;
+    // An earlier result is reused with its faces' embeddings; one without them
+    // (recognition was off then) is detected afresh if they are wanted now.
+    let earlier = match earlier {
+        Some(earlier) => {
+            let faces = earlier.faces.as_ref().map_or(0, Vec::len);
+            let embeddings = state
+                .db
+                .embeddings_of(&[earlier.id])
+                .await
+                .map_err(JobError::database)?
+                .remove(&earlier.id)
+                .unwrap_or_default();
+            let complete = embeddings.len() == faces;
+            (complete || recognizer.is_none()).then_some((earlier, embeddings))
+        }
+        None => None,
+    };
     metrics.job_stage(Stage::Lookup, looking_up.elapsed());
-    if let Some(earlier) = earlier {
+    if let Some((earlier, embeddings)) = earlier {
         let copied = match &earlier.processed_key {
             Some(from) => state
                 .store
@@ -262,6 +284,10 @@ async fn attempt(
                     faces: earlier.faces.clone().unwrap_or_default(),
                     processed_key,
                     duplicate_of: Some(earlier.id),
+                    embeddings: embeddings
+                        .into_iter()
+                        .map(|(face, embedding)| (face as u32, embedding))
+                        .collect(),
                 })
             }
             // Its marked copy is gone (removed by retention or by hand): retrying
@@ -311,10 +337,11 @@ async fn attempt(
         .map_err(JobError::transient)?;
     metrics.job_stage(Stage::Wait, reserved_after + waiting.elapsed());
     let blocking_metrics = metrics.clone();
-    let (width, height, faces, marked) = tokio::task::spawn_blocking(move || {
+    let (width, height, faces, embeddings, marked) = tokio::task::spawn_blocking(move || {
         let _decoding = decoding;
         detect(
             &detector,
+            recognizer.as_deref(),
             &original,
             options,
             max_faces,
@@ -340,7 +367,26 @@ async fn attempt(
         faces,
         processed_key,
         duplicate_of: None,
+        embeddings,
     })
+}
+
+/// The recognition model if this photo's faces get embeddings (`--recognition`).
+async fn recognizer_for(state: &AppState) -> Result<Option<Arc<Recognizer>>, JobError> {
+    let wanted = match state.config.recognition {
+        Recognition::All => true,
+        Recognition::Subjects => state.db.any_subject().await.map_err(JobError::database)?,
+        Recognition::Off => false,
+    };
+    if !wanted {
+        return Ok(None);
+    }
+    // Built into the binary: failing to load is a broken build, not this photo's fault.
+    state
+        .recognizer()
+        .await
+        .map(Some)
+        .ok_or_else(|| JobError::transient("the recognition model failed to load"))
 }
 
 /// Awaits `work`, recording how long it took as `stage`.
@@ -359,11 +405,12 @@ fn timed_sync<T>(metrics: &Metrics, stage: Stage, work: impl FnOnce() -> T) -> T
     output
 }
 
-type Detected = (i64, i64, Vec<FaceBox>, Option<Bytes>);
+type Detected = (i64, i64, Vec<FaceBox>, Vec<(u32, Embedding)>, Option<Bytes>);
 
-/// Decode, detect and mark: CPU-bound, runs on a blocking thread.
+/// Decode, detect, embed (with a recognizer) and mark: CPU-bound, runs on a blocking thread.
 fn detect(
     detector: &Detector,
+    recognizer: Option<&Recognizer>,
     original: &[u8],
     options: Options,
     max_faces: usize,
@@ -386,6 +433,14 @@ fn detect(
     faces.truncate(max_faces.max(1));
     metrics.detection_seconds(started.elapsed());
     metrics.job_stage(Stage::Detect, started.elapsed());
+    // From the unmarked pixels: a blurred face has nothing left to recognise.
+    let embeddings = match recognizer {
+        Some(recognizer) if !faces.is_empty() => timed_sync(metrics, Stage::Embed, || {
+            let rects: Vec<FaceRect> = faces.iter().map(FaceRect::of).collect();
+            recognizer.embed(&image, &rects)
+        }),
+        _ => Vec::new(),
+    };
     let (width, height) = image.dimensions();
     let marked = if faces.is_empty() {
         None
@@ -402,6 +457,7 @@ fn detect(
         i64::from(width),
         i64::from(height),
         faces.iter().map(FaceBox::from).collect(),
+        (0..).zip(embeddings).collect(),
         marked,
     ))
 }

@@ -236,8 +236,8 @@ async fn stages(server: &support::Process) {
             .unwrap_or(0.0)
     };
     let names = [
-        "claim", "lookup", "read", "wait", "decode", "detect", "draw", "encode", "store", "commit",
-        "notify",
+        "claim", "lookup", "read", "wait", "decode", "detect", "embed", "draw", "encode", "store",
+        "commit", "notify",
     ];
     let rows: Vec<(&str, f64, f64)> = names
         .iter()

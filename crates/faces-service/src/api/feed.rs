@@ -14,7 +14,9 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::error::ApiError;
 use crate::feed::{detection, Event};
+use crate::names::Names;
 use crate::state::AppState;
+use crate::submission::Submission;
 
 /// Outbox rows read per query while replaying.
 const REPLAY_BATCH: i64 = 256;
@@ -164,8 +166,14 @@ async fn replay(
             Err(error) => return close(sender, close_code::ERROR, unreadable(error)).await,
         };
         let full = events.len() as i64 == REPLAY_BATCH;
+        let submissions: Vec<&Submission> = events.iter().map(|(_, s)| s).collect();
+        let names = match Names::read(state, &submissions).await {
+            Ok(names) => names,
+            Err(error) => return close(sender, close_code::ERROR, unreadable(error)).await,
+        };
         for (seq, submission) in events {
-            let event = detection(seq, &submission, state.config.public_url())
+            let faces = names.faces(&submission);
+            let event = detection(seq, &submission, faces, state.config.public_url())
                 .and_then(|(detection, path)| Event::new(&detection, &path));
             if let Some(event) = event {
                 let message = Message::Text(event.json.as_ref().into());

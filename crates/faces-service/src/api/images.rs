@@ -11,8 +11,10 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::names::Names;
+use crate::recognition::FaceView;
 use crate::state::AppState;
-use crate::submission::{timestamp, FaceBox, Options, Status, Submission};
+use crate::submission::{timestamp, Options, Status, Submission};
 
 const DEFAULT_PAGE: i64 = 20;
 const MAX_PAGE: i64 = 100;
@@ -29,7 +31,8 @@ pub struct SubmissionView {
     #[schema(format = DateTime)]
     processed_at: Option<String>,
     faces_count: Option<usize>,
-    faces: Option<Vec<FaceBox>>,
+    /// Each face's box, score and landmarks, then who it is (`subject`, `distance`).
+    faces: Option<Vec<FaceView>>,
     /// The marked copy; `null` until done, and for photos without faces.
     image_url: Option<String>,
     /// Why it failed.
@@ -45,14 +48,15 @@ pub struct SubmissionView {
 }
 
 impl SubmissionView {
-    pub fn new(s: Submission, public_url: &str) -> Self {
+    /// `s` with its `faces` named (see [`crate::names`]).
+    pub fn new(s: Submission, faces: Option<Vec<FaceView>>, public_url: &str) -> Self {
         Self {
             id: s.id,
             status: s.status.as_str(),
             created_at: timestamp(s.created_at),
             processed_at: s.processed_at.map(timestamp),
-            faces_count: s.faces.as_ref().map(Vec::len),
-            faces: s.faces,
+            faces_count: faces.as_ref().map(Vec::len),
+            faces,
             image_url: s
                 .processed_key
                 .map(|key| format!("{public_url}/static/{key}")),
@@ -90,8 +94,13 @@ pub async fn show(
         .await
         .map_err(|e| ApiError::database("detail", e))?;
     let submission = submission.ok_or_else(ApiError::not_found)?;
+    let names = Names::read(&state, &[&submission])
+        .await
+        .map_err(|e| ApiError::database("detail", e))?;
+    let faces = names.faces(&submission);
     Ok(Json(SubmissionView::new(
         submission,
+        faces,
         state.config.public_url(),
     )))
 }
@@ -155,11 +164,17 @@ pub async fn list(
     let next_before = (submissions.len() as i64 == limit)
         .then(|| submissions.last().map(|s| s.id))
         .flatten();
+    let names = Names::read(&state, &submissions.iter().collect::<Vec<_>>())
+        .await
+        .map_err(|e| ApiError::database("detail", e))?;
     let public_url = state.config.public_url();
     Ok(Json(Page {
         images: submissions
             .into_iter()
-            .map(|s| SubmissionView::new(s, public_url))
+            .map(|s| {
+                let faces = names.faces(&s);
+                SubmissionView::new(s, faces, public_url)
+            })
             .collect(),
         next_before,
     }))

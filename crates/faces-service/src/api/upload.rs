@@ -27,6 +27,7 @@ use super::images::SubmissionView;
 use super::png_structure::{PngStructure, Verdict};
 use super::request_options::{Requested, MAX_FIELD_BYTES, OPTION_FIELDS};
 use crate::error::{messages, ApiError, Fault};
+use crate::names::Names;
 use crate::state::AppState;
 use crate::store::original_key;
 use crate::submission::{Status, Submission};
@@ -234,7 +235,13 @@ async fn wait_for_result(
         }
     }
     let submission = state.db.submission(id).await.ok().flatten()?;
-    Some(SubmissionView::new(submission, state.config.public_url()))
+    let names = Names::read(state, &[&submission]).await.ok()?;
+    let faces = names.faces(&submission);
+    Some(SubmissionView::new(
+        submission,
+        faces,
+        state.config.public_url(),
+    ))
 }
 
 /// True for a browser's plain form post: it asks for HTML and not for JSON.

@@ -4,7 +4,9 @@
 //! [`super::submissions`], which add the queries to [`Db`].
 
 use chrono::{DateTime, Utc};
+use faces_detect::Embedding;
 use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::Row;
 use sqlx::{AnyConnection, AnyPool, Connection};
 use uuid::Uuid;
 
@@ -32,6 +34,7 @@ const SQLITE_MIGRATIONS: &[(&str, &str)] = migrations![
     "common" / "0004_readiness",
     "common" / "0005_decode_bytes",
     "common" / "0006_mark",
+    "common" / "0007_recognition",
 ];
 const POSTGRES_MIGRATIONS: &[(&str, &str)] = migrations![
     "common" / "0001_init",
@@ -40,6 +43,7 @@ const POSTGRES_MIGRATIONS: &[(&str, &str)] = migrations![
     "common" / "0004_readiness",
     "common" / "0005_decode_bytes",
     "common" / "0006_mark",
+    "common" / "0007_recognition",
 ];
 
 pub(super) type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
@@ -49,6 +53,8 @@ const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The PostgreSQL channel that carries the ids of finished submissions.
 pub const EVENTS_CHANNEL: &str = "faces_events";
+/// The PostgreSQL channel that says subjects or examples changed.
+pub const SUBJECTS_CHANNEL: &str = "faces_subjects";
 
 #[derive(Debug, Clone)]
 pub struct Db {
@@ -192,6 +198,14 @@ impl Db {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// An embedding column: exactly 512 bytes.
+pub(super) fn embedding_from(row: &AnyRow, column: &str) -> sqlx::Result<Embedding> {
+    let bytes: Vec<u8> = row.try_get(column)?;
+    Embedding::from_le_bytes(&bytes).ok_or_else(|| {
+        sqlx::Error::Decode(format!("an embedding of {} bytes, not 512", bytes.len()).into())
+    })
 }
 
 pub(super) fn parse_uuid(s: &str) -> sqlx::Result<Uuid> {

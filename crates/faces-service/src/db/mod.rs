@@ -3,13 +3,18 @@
 //! differ are chosen by [`Dialect`]. Times are stored as microseconds since the epoch.
 //!
 //! [`connection`] holds the connection and migrations; [`submissions`] the records
-//! users see, [`queue`] the jobs workers claim. This file only names them: the
+//! users see, [`queue`] the jobs workers claim, [`subjects`] the people to recognise
+//! and [`embeddings`] the embedding of every stored face. This file only names them: the
 //! parts import [`connection`], never this file.
 
 mod connection;
+mod embeddings;
 mod queue;
+mod subjects;
 mod submissions;
 
-pub use connection::{Db, Dialect, EVENTS_CHANNEL};
+pub use connection::{Db, Dialect, EVENTS_CHANNEL, SUBJECTS_CHANNEL};
+pub use embeddings::StoredEmbedding;
 pub use queue::{ClaimedJob, QueueDepth};
+pub use subjects::SubjectError;
 pub use submissions::Expired;

@@ -11,6 +11,8 @@ use super::connection::{micros, parse_uuid, AnyQuery, Db, Dialect, EVENTS_CHANNE
 
 /// The PostgreSQL advisory lock that orders event inserts (see migration 0003).
 const EVENTS_LOCK: i64 = 728_462;
+/// Face embeddings written per statement (two parameters each, well under the limits).
+const EMBEDDINGS_PER_INSERT: usize = 100;
 use crate::submission::Outcome;
 
 /// Job transitions allowed only to the lease holder ($1 submission id, $2 lease token).
@@ -140,6 +142,29 @@ impl Db {
         .bind(outcome.duplicate_of.map(|id| id.to_string()))
         .bind(job.submission_id.to_string());
         let mut then = vec![submission];
+        // Its faces' embeddings commit with it: a result is never half-stored.
+        let chunks: Vec<_> = outcome.embeddings.chunks(EMBEDDINGS_PER_INSERT).collect();
+        let inserts: Vec<String> = chunks
+            .iter()
+            .map(|chunk| {
+                let rows: Vec<String> = (0..chunk.len())
+                    .map(|n| format!("($1, ${}, ${})", 2 * n + 2, 2 * n + 3))
+                    .collect();
+                format!(
+                    "INSERT INTO face_embeddings (submission_id, face_index, embedding) VALUES {}",
+                    rows.join(", ")
+                )
+            })
+            .collect();
+        for (sql, chunk) in inserts.iter().zip(&chunks) {
+            let mut insert = sqlx::query(sql).bind(job.submission_id.to_string());
+            for (face, embedding) in *chunk {
+                insert = insert
+                    .bind(i64::from(*face))
+                    .bind(embedding.to_le_bytes().to_vec());
+            }
+            then.push(insert);
+        }
         // A photo with faces is a feed event: its outbox row commits with the result.
         if outcome.processed_key.is_some() {
             if self.dialect == Dialect::Postgres {

@@ -205,10 +205,12 @@ impl Db {
             if in_flight.is_some() {
                 return Ok(false);
             }
-            sqlx::query("DELETE FROM events WHERE submission_id = $1")
-                .bind(id.to_string())
-                .execute(&mut *tx)
-                .await?;
+            for table in ["events", "face_embeddings"] {
+                sqlx::query(&format!("DELETE FROM {table} WHERE submission_id = $1"))
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+            }
             sqlx::query("DELETE FROM jobs WHERE submission_id = $1")
                 .bind(id.to_string())
                 .execute(&mut *tx)
