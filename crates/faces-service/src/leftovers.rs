@@ -57,10 +57,10 @@ pub async fn remove_temporary(uploads_dir: &Path, data_dir: Option<&Path>) -> us
     removed.unwrap_or_default()
 }
 
-/// Removes stored files last written before `cutoff` that no submission row
-/// names: originals and marked copies of uploads whose row never committed (or
-/// whose row retention removed when deleting the file failed), and readiness
-/// probes a fault kept from being deleted.
+/// Removes stored files last written before `cutoff` that no row names:
+/// originals and marked copies of uploads whose row never committed (or whose row
+/// retention removed when deleting the file failed), example photos likewise, and
+/// readiness probes a fault kept from being deleted.
 pub async fn remove_orphans(
     db: &Db,
     store: &Store,
@@ -82,14 +82,36 @@ pub async fn remove_orphans(
             .collect();
         let ids: Vec<_> = candidates.iter().map(|(id, _)| *id).collect();
         let existing = db.existing_submissions(&ids).await?;
-        for (id, key) in candidates {
-            if !existing.contains(&id) {
-                match store.delete(&key).await {
-                    Ok(()) => removed += 1,
-                    Err(error) => tracing::warn!(%key, %error, "could not remove an orphan"),
-                }
+        removed += remove_unnamed(store, candidates, &existing).await;
+    }
+    // Example photos whose example never committed, or whose deletion failed.
+    let candidates: Vec<_> = store
+        .list("examples")
+        .await?
+        .into_iter()
+        .filter(|listed| listed.modified < cutoff)
+        .filter_map(|listed| Some((submission_of(&listed.key)?, listed.key)))
+        .collect();
+    let ids: Vec<_> = candidates.iter().map(|(id, _)| *id).collect();
+    let existing = db.existing_examples(&ids).await?;
+    removed += remove_unnamed(store, candidates, &existing).await;
+    Ok(removed)
+}
+
+/// Deletes the keys of `candidates` whose id is not in `existing`; returns how many went.
+async fn remove_unnamed(
+    store: &Store,
+    candidates: Vec<(uuid::Uuid, String)>,
+    existing: &std::collections::HashSet<uuid::Uuid>,
+) -> usize {
+    let mut removed = 0;
+    for (id, key) in candidates {
+        if !existing.contains(&id) {
+            match store.delete(&key).await {
+                Ok(()) => removed += 1,
+                Err(error) => tracing::warn!(%key, %error, "could not remove an orphan"),
             }
         }
     }
-    Ok(removed)
+    removed
 }

@@ -1,5 +1,5 @@
-//! Optional API keys: when any are configured, uploads, reads, marked images and the
-//! feeds need `Authorization: Bearer <key>` (or `?api_key=<key>`, for WebSocket and
+//! Optional API keys: when any are configured, uploads, reads, marked images, the
+//! feeds, subjects and searches need `Authorization: Bearer <key>` (or `?api_key=<key>`, for WebSocket and
 //! Socket.IO clients that cannot set headers). Health, metrics and the page stay open.
 
 use std::sync::Arc;
@@ -23,6 +23,9 @@ fn protected(request: &Request) -> bool {
         _ => {
             path.starts_with("/image/")
                 || path == "/images"
+                || path == "/subjects"
+                || path.starts_with("/subjects/")
+                || path == "/search"
                 || path.starts_with("/static/processed_faces/")
                 || path.starts_with("/socket.io")
         }

@@ -1,6 +1,7 @@
 //! HTTP routes: one router that tests and `faces serve` both build.
 
 mod auth;
+mod examples;
 mod feed;
 mod health;
 mod images;
@@ -13,7 +14,9 @@ mod png_structure;
 mod processed;
 mod request_options;
 mod schema;
+mod search;
 pub mod socketio;
+mod subjects;
 mod upload;
 
 use std::convert::Infallible;
@@ -25,7 +28,7 @@ use axum::http::{header, HeaderValue, Method};
 use axum::middleware;
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -45,6 +48,8 @@ pub fn router(state: Arc<AppState>, socket_io: socketioxide::layer::SocketIoLaye
             .layer::<_, Infallible>(rate_limit),
         None => post(upload::upload).layer(body_limit),
     };
+    // Example photos and photos to search by are read into memory, within the upload limit.
+    let photo_limit = body_limit;
     let body_timeout = Duration::from_secs(state.config.body_timeout_secs.max(1));
     Router::new()
         .route("/healthcheck", get(health::healthcheck))
@@ -62,6 +67,25 @@ pub fn router(state: Arc<AppState>, socket_io: socketioxide::layer::SocketIoLaye
         .route(
             "/static/processed_faces/{aa}/{bb}/{file}",
             get(processed::serve),
+        )
+        .route("/subjects", get(subjects::list).post(subjects::create))
+        .route(
+            "/subjects/{id}",
+            get(subjects::show)
+                .patch(subjects::rename)
+                .delete(subjects::delete),
+        )
+        .route(
+            "/subjects/{id}/examples",
+            post(subjects::add_example).layer(photo_limit),
+        )
+        .route(
+            "/subjects/{id}/examples/{example_id}",
+            delete(subjects::delete_example),
+        )
+        .route(
+            "/search",
+            get(search::by_stored_face).post(search::by_photo).layer(photo_limit),
         )
         .merge(peers::routes(state.config.max_upload_bytes))
         .merge(openapi::routes())
@@ -130,6 +154,6 @@ fn cors(origins: &[String]) -> CorsLayer {
     };
     CorsLayer::new()
         .allow_origin(allow)
-        .allow_methods([Method::GET, Method::POST])
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
 }

@@ -32,6 +32,15 @@ use crate::state::AppState;
         super::health::metrics,
         super::peers::deepstack::detect,
         super::peers::compreface::detect,
+        super::subjects::list,
+        super::subjects::create,
+        super::subjects::show,
+        super::subjects::rename,
+        super::subjects::delete,
+        super::subjects::add_example,
+        super::subjects::delete_example,
+        super::search::by_stored_face,
+        super::search::by_photo,
     ),
     components(schemas(crate::feed::Detection, crate::submission::Status)),
     modifiers(&Security),
@@ -39,6 +48,7 @@ use crate::state::AppState;
         (name = "images", description = "Submitting photos and reading results"),
         (name = "feed", description = "Live notifications"),
         (name = "operations", description = "Health, readiness and metrics"),
+        (name = "recognition", description = "Subjects (people to recognise) and their example faces; finding a person among the stored faces"),
         (name = "peers", description = "DeepStack's, CodeProject.AI's and CompreFace's detection endpoints, for their clients: answered at once, nothing stored"),
     )
 )]

@@ -12,7 +12,8 @@ pub struct Listed {
     pub modified: chrono::DateTime<chrono::Utc>,
 }
 
-/// The submission a key under `faces/` or `processed_faces/` belongs to.
+/// The submission a key under `faces/` or `processed_faces/` belongs to (or the
+/// example a key under `examples/` belongs to).
 pub fn submission_of(key: &str) -> Option<Uuid> {
     let name = key.rsplit('/').next()?;
     Uuid::parse_str(name.split('.').next()?).ok()
@@ -28,4 +29,10 @@ pub fn original_key(id: Uuid, extension: &str) -> String {
 pub fn processed_key(id: Uuid) -> String {
     let hex = id.simple().to_string();
     format!("processed_faces/{}/{}/{id}.jpg", &hex[0..2], &hex[2..4])
+}
+
+/// Key of a subject's example photo: `examples/<aa>/<bb>/<example uuid>.<ext>`.
+pub fn example_key(id: Uuid, extension: &str) -> String {
+    let hex = id.simple().to_string();
+    format!("examples/{}/{}/{id}.{extension}", &hex[0..2], &hex[2..4])
 }

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 pub use crate::config::S3Config;
 pub use error::StoreError;
-pub use key::{original_key, processed_key, submission_of, Listed};
+pub use key::{example_key, original_key, processed_key, submission_of, Listed};
 pub use local::LocalStore;
 pub use s3::S3Store;
 

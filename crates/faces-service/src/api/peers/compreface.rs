@@ -240,7 +240,7 @@ async fn answer(
     };
     let ours = state.config.score_threshold;
     let threshold = scale::COMPREFACE.threshold(options.threshold, ours);
-    let found = detection::detect(state, image, threshold).await?;
+    let found = detection::detect(state, image, threshold, false).await?;
     if found.faces.is_empty() {
         return Err(CompreFaceError::new(
             StatusCode::BAD_REQUEST,

@@ -185,7 +185,7 @@ async fn answer(state: &Arc<AppState>, request: Request) -> Result<Found, DeepSt
     };
     let min_confidence = min_confidence(form.value("min_confidence"))?;
     let threshold = scale::DEEPSTACK.threshold(min_confidence, state.config.score_threshold);
-    Ok(detection::detect(state, image, threshold).await?)
+    Ok(detection::detect(state, image, threshold, false).await?)
 }
 
 /// DeepStack's check: absent or empty is the default; not a number, or over 1, is refused.

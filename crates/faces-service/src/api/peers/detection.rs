@@ -13,7 +13,9 @@ use axum::extract::{FromRequest, Multipart, Request};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
-use faces_detect::{decode, guess_format, probe, DecodeLimits, DetectError, Face};
+use faces_detect::{
+    decode, guess_format, probe, DecodeLimits, DetectError, Embedding, Face, FaceRect, RgbImage,
+};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::client_address::InProgress;
@@ -229,6 +231,8 @@ pub struct Found {
     pub height: u32,
     /// Best first, at most `--max-faces`.
     pub faces: Vec<Face>,
+    /// One per face, in the same order, when asked for; else empty.
+    pub embeddings: Vec<Embedding>,
     /// The network's share.
     pub inference: Duration,
     /// Decoding and detection together.
@@ -236,10 +240,80 @@ pub struct Found {
 }
 
 /// Detects the faces in `bytes` at `threshold` (on this service's scale) in the
-/// server's mode, now: memory for the photo from the budget and one detection slot
+/// server's mode, now, and with `embed` computes each one's embedding: see
+/// [`with_image`] for what it holds meanwhile.
+pub async fn detect(
+    state: &Arc<AppState>,
+    bytes: Bytes,
+    threshold: f32,
+    embed: bool,
+) -> Result<Found, Refusal> {
+    let Some(detector) = state.detector().await else {
+        return Err(Refusal::Failed);
+    };
+    let recognizer = match embed {
+        true => Some(state.recognizer().await.ok_or(Refusal::Failed)?),
+        false => None,
+    };
+    let (mode, max_faces, metrics) = (
+        state.config.detector_mode,
+        state.config.max_faces,
+        state.metrics.clone(),
+    );
+    with_image(state, bytes, move |image, started| {
+        let detecting = Instant::now();
+        let mut faces = detector
+            .detect_with(image, mode, threshold)
+            .map_err(|error| {
+                tracing::error!(%error, "detection failed");
+                Refusal::Failed
+            })?;
+        let inference = detecting.elapsed();
+        metrics.detection_seconds(inference);
+        faces.sort_by(|a, b| b.score.total_cmp(&a.score));
+        faces.truncate(max_faces.max(1));
+        let embeddings = match recognizer {
+            Some(recognizer) if !faces.is_empty() => {
+                let rects: Vec<FaceRect> = faces.iter().map(FaceRect::of).collect();
+                recognizer.embed(image, &rects)
+            }
+            _ => Vec::new(),
+        };
+        Ok(Found {
+            width: image.width(),
+            height: image.height(),
+            faces,
+            embeddings,
+            inference,
+            process: started.elapsed(),
+        })
+    })
+    .await
+}
+
+/// The embeddings of the faces at `rects` in the photo `bytes` (a stored original,
+/// for a face processed while recognition was off), computed now.
+pub async fn embed(
+    state: &Arc<AppState>,
+    bytes: Bytes,
+    rects: Vec<FaceRect>,
+) -> Result<Vec<Embedding>, Refusal> {
+    let recognizer = state.recognizer().await.ok_or(Refusal::Failed)?;
+    with_image(state, bytes, move |image, _| {
+        Ok(recognizer.embed(image, &rects))
+    })
+    .await
+}
+
+/// Decodes `bytes` upright and runs `work` on the image on a blocking thread, now:
+/// memory for the photo from the budget and one detection slot
 /// (`--max-concurrent-decodes`), as a worker holds them, waiting at most
-/// [`SLOT_WITHIN`] for them.
-pub async fn detect(state: &Arc<AppState>, bytes: Bytes, threshold: f32) -> Result<Found, Refusal> {
+/// [`SLOT_WITHIN`] for them. `work` is given when decoding started.
+async fn with_image<T: Send + 'static>(
+    state: &Arc<AppState>,
+    bytes: Bytes,
+    work: impl FnOnce(&RgbImage, Instant) -> Result<T, Refusal> + Send + 'static,
+) -> Result<T, Refusal> {
     if bytes.is_empty() || guess_format(&bytes).is_err() {
         return Err(Refusal::InvalidImage);
     }
@@ -286,15 +360,7 @@ pub async fn detect(state: &Arc<AppState>, bytes: Bytes, threshold: f32) -> Resu
         .await
         .map_err(|_| busy())?
         .map_err(|_| Refusal::Failed)?;
-    let Some(detector) = state.detector().await else {
-        return Err(Refusal::Failed);
-    };
-    let (mode, max_faces, metrics) = (
-        state.config.detector_mode,
-        state.config.max_faces,
-        state.metrics.clone(),
-    );
-    let found = tokio::task::spawn_blocking(move || {
+    let done = tokio::task::spawn_blocking(move || {
         let _held = (reserved, slot);
         let started = Instant::now();
         let image = decode(&bytes, &limits).map_err(|error| match error {
@@ -305,27 +371,10 @@ pub async fn detect(state: &Arc<AppState>, bytes: Bytes, threshold: f32) -> Resu
             } => Refusal::TooLarge(messages::too_many_pixels(width, height, limit)),
             _ => Refusal::InvalidImage,
         })?;
-        let detecting = Instant::now();
-        let mut faces = detector
-            .detect_with(&image, mode, threshold)
-            .map_err(|error| {
-                tracing::error!(%error, "detection failed");
-                Refusal::Failed
-            })?;
-        let inference = detecting.elapsed();
-        metrics.detection_seconds(inference);
-        faces.sort_by(|a, b| b.score.total_cmp(&a.score));
-        faces.truncate(max_faces.max(1));
-        Ok(Found {
-            width: image.width(),
-            height: image.height(),
-            faces,
-            inference,
-            process: started.elapsed(),
-        })
+        work(&image, started)
     })
     .await;
-    found.map_err(|error| {
+    done.map_err(|error| {
         tracing::error!(%error, "the detection task failed");
         Refusal::Failed
     })?

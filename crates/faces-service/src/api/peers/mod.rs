@@ -9,7 +9,7 @@
 
 pub(super) mod compreface;
 pub(super) mod deepstack;
-mod detection;
+pub(super) mod detection;
 mod scale;
 
 use std::convert::Infallible;

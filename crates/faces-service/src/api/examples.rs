@@ -1,0 +1,194 @@
+//! What our subjects API and the peers' recognition endpoints share: an example
+//! face from a photo (exactly one face in it) or from a stored face, and the
+//! embedding of a stored face (computed now from its original if it was processed
+//! while recognition was off). Each caller answers the refusals in its own shape.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::Utc;
+use faces_detect::{guess_format, Embedding, FaceRect};
+use uuid::Uuid;
+
+use super::peers::detection::{self, Refusal};
+use crate::db::SubjectError;
+use crate::recognition::{Example, Rect, Source};
+use crate::state::AppState;
+use crate::store::{example_key, StoreError};
+use crate::submission::{FaceBox, Status};
+
+/// Why an example photo was not added.
+#[derive(Debug)]
+pub enum PhotoRefused {
+    /// The photo could not be detected (not an image, too large, the node busy).
+    Photo(Refusal),
+    /// It shows this many faces, not one.
+    Faces(usize),
+    Subject(SubjectError),
+    Store(StoreError),
+}
+
+impl From<Refusal> for PhotoRefused {
+    fn from(refusal: Refusal) -> Self {
+        PhotoRefused::Photo(refusal)
+    }
+}
+
+/// The sentence for a photo that does not show exactly one face.
+pub fn face_count_message(found: usize) -> String {
+    match found {
+        0 => "No face was found in the photo; an example photo must show exactly one face.".into(),
+        n => format!(
+            "{n} faces were found in the photo; an example photo must show exactly one face."
+        ),
+    }
+}
+
+/// The faces of `photo` with their embeddings, detected now at the server's threshold.
+pub async fn faces_in(
+    state: &Arc<AppState>,
+    photo: Bytes,
+) -> Result<Vec<(FaceBox, Embedding)>, Refusal> {
+    let found = detection::detect(state, photo, state.config.score_threshold, true).await?;
+    Ok(found
+        .faces
+        .iter()
+        .map(FaceBox::from)
+        .zip(found.embeddings)
+        .collect())
+}
+
+/// Adds `photo` as an example of `subject`: it must show exactly one face. The
+/// photo is kept in storage (`examples/…`) before the example commits, and removed
+/// again if it does not.
+pub async fn add_photo(
+    state: &Arc<AppState>,
+    subject: Uuid,
+    photo: Bytes,
+) -> Result<Example, PhotoRefused> {
+    let faces = faces_in(state, photo.clone()).await?;
+    let [(ref face, embedding)] = faces[..] else {
+        return Err(PhotoRefused::Faces(faces.len()));
+    };
+    let extension = guess_format(&photo)
+        .ok()
+        .and_then(|format| format.extensions_str().first().copied())
+        .unwrap_or("img");
+    let id = Uuid::new_v4();
+    let key = example_key(id, extension);
+    let example = Example {
+        id,
+        subject_id: subject,
+        created_at: Utc::now(),
+        source: Source::Photo(key.clone()),
+        rect: Rect::from(face),
+        embedding,
+    };
+    state
+        .store
+        .put(&key, photo)
+        .await
+        .map_err(PhotoRefused::Store)?;
+    if let Err(error) = state.db.add_example(&example).await {
+        if let Err(error) = state.store.delete(&key).await {
+            // The sweep of leftovers removes it later.
+            tracing::warn!(%key, %error, "could not remove an example photo");
+        }
+        return Err(PhotoRefused::Subject(error));
+    }
+    crate::refresh::examples_now(state).await;
+    Ok(example)
+}
+
+/// Why a stored face could not be used.
+#[derive(Debug)]
+pub enum StoredRefused {
+    /// No submission has this id.
+    NoImage,
+    /// It is not done yet (or failed).
+    NotDone(Status),
+    /// The face index is beyond its faces: how many it has.
+    NoFace(usize),
+    /// Its original is gone (removed by hand), and it has no stored embedding.
+    OriginalGone,
+    Photo(Refusal),
+    Store(StoreError),
+    Database(sqlx::Error),
+}
+
+/// Face `face` of stored submission `image`: its box and its embedding.
+pub async fn stored_face(
+    state: &Arc<AppState>,
+    image: Uuid,
+    face: usize,
+) -> Result<(Rect, Embedding), StoredRefused> {
+    let submission = state
+        .db
+        .submission(image)
+        .await
+        .map_err(StoredRefused::Database)?
+        .ok_or(StoredRefused::NoImage)?;
+    if submission.status != Status::Done {
+        return Err(StoredRefused::NotDone(submission.status));
+    }
+    let faces = submission.faces.unwrap_or_default();
+    let rect = Rect::from(faces.get(face).ok_or(StoredRefused::NoFace(faces.len()))?);
+    if let Some(embedding) = state
+        .db
+        .face_embedding(image, face)
+        .await
+        .map_err(StoredRefused::Database)?
+    {
+        return Ok((rect, embedding));
+    }
+    // Processed while recognition was off: the original still holds the face.
+    let original = match state.store.get(&submission.original_key).await {
+        Ok(original) => original,
+        Err(StoreError::NotFound(_)) => return Err(StoredRefused::OriginalGone),
+        Err(error) => return Err(StoredRefused::Store(error)),
+    };
+    let rects: Vec<FaceRect> = vec![rect.face_rect()];
+    let embedding = detection::embed(state, original, rects)
+        .await
+        .map_err(StoredRefused::Photo)?
+        .pop()
+        .ok_or(StoredRefused::Photo(Refusal::Failed))?;
+    Ok((rect, embedding))
+}
+
+/// Adds face `face` of stored submission `image` as an example of `subject`.
+pub async fn add_stored(
+    state: &Arc<AppState>,
+    subject: Uuid,
+    image: Uuid,
+    face: usize,
+) -> Result<Example, StoredExampleRefused> {
+    let (rect, embedding) = stored_face(state, image, face)
+        .await
+        .map_err(StoredExampleRefused::Face)?;
+    let example = Example {
+        id: Uuid::new_v4(),
+        subject_id: subject,
+        created_at: Utc::now(),
+        source: Source::Stored {
+            submission: image,
+            face: face as i64,
+        },
+        rect,
+        embedding,
+    };
+    state
+        .db
+        .add_example(&example)
+        .await
+        .map_err(StoredExampleRefused::Subject)?;
+    crate::refresh::examples_now(state).await;
+    Ok(example)
+}
+
+/// Why a stored face was not added as an example.
+#[derive(Debug)]
+pub enum StoredExampleRefused {
+    Face(StoredRefused),
+    Subject(SubjectError),
+}
