@@ -520,8 +520,8 @@ pub(crate) fn reference_forward(description: &Description, rgb: &[u8]) -> Vec<f3
         v: vec![0.0; 3 * n * n],
     };
     for (i, p) in rgb.chunks_exact(3).enumerate() {
-        for c in 0..3 {
-            x.v[c * n * n + i] = (f32::from(p[c]) - description.mean[c]) / 256.0;
+        for (c, v) in p.iter().enumerate() {
+            x.v[c * n * n + i] = (f32::from(*v) - description.mean[c]) / 256.0;
         }
     }
     let mut tags: Vec<Option<T>> = vec![None; 3];
