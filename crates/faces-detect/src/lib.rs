@@ -30,6 +30,7 @@ mod error;
 mod geometry;
 mod mark;
 mod model;
+mod recognition;
 
 pub use decode::{decode, decode_bytes, probe, DecodeLimits, ImageInfo};
 pub use detector::{Detector, DetectorConfig, Engine, Mode};
@@ -40,3 +41,4 @@ pub use error::DetectError;
 pub use geometry::{Face, Suppression};
 pub use image::{guess_format, ImageFormat, RgbImage};
 pub use mark::{apply_mark, region, Mark, Region, REGION_SCALE};
+pub use recognition::{distances, Embedding, FaceRect, Recognition, Recognizer, EMBEDDING_LEN};

@@ -2,6 +2,7 @@
 
 mod allocator;
 mod bench;
+mod bench_recognition;
 mod detect;
 mod upload;
 
@@ -56,6 +57,8 @@ enum Command {
 enum Bench {
     /// Detector latency by image size, mode and threads; decode, detect and draw apart.
     Detector(bench::DetectorBenchArgs),
+    /// Embedding time per face (beside dlib's with --compare-dlib) and search time.
+    Recognition(bench_recognition::RecognitionBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         Some(Command::Detect(args)) => detect::run(args),
         Some(Command::Upload(args)) => upload::run(args),
         Some(Command::Bench(Bench::Detector(args))) => bench::run(args),
+        Some(Command::Bench(Bench::Recognition(args))) => bench_recognition::run(args),
         Some(Command::Serve {
             mut config,
             no_workers,

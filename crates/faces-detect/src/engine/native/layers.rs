@@ -31,6 +31,7 @@ impl DenseLayer {
             in_channels: self.in_channels,
             kernel: self.kernel,
             stride: self.stride,
+            padding: self.kernel / 2,
         }
     }
     pub(super) fn out_blocks(&self) -> usize {

@@ -40,9 +40,13 @@ mod arena;
 mod layers;
 mod onnx;
 mod plan;
+pub(crate) mod resnet;
 mod retinaface;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use isa::Isa;
+pub(crate) use kernels::squared_distances;
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -56,7 +60,7 @@ use crate::model::padded_size;
 use crate::DetectError;
 use arena::{add_upsampled, fill_input, winograd_band_tiles, zero_border, Arena, BAND_ROWS};
 use kernels::{
-    parallel_groups, parallel_rows, rows_of, winograd, winograd_fits, Isa, IsaKind, Plane, RowsOut,
+    parallel_groups, parallel_rows, rows_of, winograd, winograd_fits, IsaKind, Plane, RowsOut,
     WinogradScratch, LANES,
 };
 use layers::{model_error, DenseLayer};

@@ -6,7 +6,7 @@ use std::ops::Range;
 use super::layout::{rows_read, stores, Plane, RowsOut, LANES};
 
 /// A dense convolution (every output channel sees every input channel), kernel 1x1
-/// (padding 0) or 3x3 (padding 1), with bias and a per-channel activation slope
+/// (padding 0) or 3x3 (padding 1, or 0 at stride 2: dlib's ResNet), with bias and a per-channel activation slope
 /// (`max(x, slope * x)`: 1 = none, 0 = ReLU, 0.1 = LeakyReLU(0.1)).
 pub(crate) struct Dense<'a> {
     /// `[out block][tap][input channel][LANES]`, tap = ky * kernel + kx.
@@ -21,6 +21,9 @@ pub(crate) struct Dense<'a> {
     pub in_channels: usize,
     pub kernel: usize,
     pub stride: usize,
+    /// Zero pixels added on each side: 1 for 3x3 (except dlib's stride-2 layers: 0),
+    /// 0 for 1x1.
+    pub padding: usize,
 }
 
 impl Dense<'_> {
@@ -34,13 +37,14 @@ impl Dense<'_> {
         self.in_channels.div_ceil(in_plane.lanes)
     }
     /// Offset from an output pixel's input position to its window's top-left, in
-    /// bordered coordinates: 0 for 3x3 (padding 1, the border is the padding), 1 for 1x1.
+    /// bordered coordinates: 0 with padding 1 (the border is the padding), else 1.
     pub(super) fn window_offset(&self) -> usize {
-        if self.kernel == 3 {
-            0
-        } else {
-            1
-        }
+        1 - self.padding
+    }
+    /// The output plane of this convolution over `in_plane`.
+    pub(crate) fn out_plane(&self, in_plane: Plane) -> Plane {
+        let size = |n: usize| (n + 2 * self.padding - self.kernel) / self.stride + 1;
+        Plane::blocked(size(in_plane.height), size(in_plane.width))
     }
     /// Bordered input rows that output rows `rows` read.
     pub(crate) fn rows_read(&self, rows: &Range<usize>) -> Range<usize> {
@@ -64,6 +68,17 @@ impl Dense<'_> {
             self.kernel == 3 || self.stride == 1,
             "1x1 convolutions are stride 1"
         );
+        assert!(
+            self.padding == self.kernel / 2
+                || (self.kernel, self.stride, self.padding) == (3, 2, 0),
+            "padding {} for kernel {} stride {}",
+            self.padding,
+            self.kernel,
+            self.stride
+        );
+        assert!(
+            self.padding > 0 || (in_plane.height >= self.kernel && in_plane.width >= self.kernel)
+        );
         assert!(self.in_channels > 0 && self.bias.len().is_multiple_of(LANES));
         assert_eq!(self.slope.len(), self.bias.len());
         let per_block = self.taps() * self.in_channels * LANES;
@@ -71,7 +86,7 @@ impl Dense<'_> {
         assert_eq!(self.paired.len(), self.out_blocks() / 2 * 2 * per_block);
         assert!(in_plane.lanes > 0 && in_plane.lanes <= LANES);
         assert!(input.len() >= self.in_blocks(in_plane) * in_plane.len());
-        assert!(out.plane.same_shape(in_plane.strided(self.stride)));
+        assert!(out.plane.same_shape(self.out_plane(in_plane)));
         assert!(stores(in_plane, &self.rows_read(&out.rows)));
         assert!((out_block + self.out_blocks()) * out.plane.len() <= out.len);
     }

@@ -22,6 +22,7 @@
 mod avx2;
 mod conv;
 mod convert;
+mod distance;
 mod layers;
 mod layout;
 mod stem;
@@ -32,6 +33,7 @@ mod winograd;
 pub(crate) use super::isa::{Isa, IsaKind};
 pub(crate) use conv::{dense, depthwise};
 pub(crate) use convert::{bgr_row, split_row};
+pub(crate) use distance::squared_distances;
 pub(crate) use layers::{paired_weights, Dense, Depthwise};
 pub(crate) use layout::{parallel_groups, parallel_rows, rows_of, Plane, RowsOut, LANES};
 pub(crate) use stem::stem;

@@ -6,6 +6,7 @@ use std::ops::Range;
 use super::super::isa::{Isa, IsaKind};
 use super::conv::*;
 use super::convert::*;
+use super::distance::*;
 use super::layers::*;
 use super::layout::*;
 use super::stem::*;
@@ -108,7 +109,7 @@ proptest! {
         let bias = values(LANES, seed ^ 2);
         let slope: Vec<f32> = (0..LANES).map(|c| [0.0, 0.1, 1.0][c % 3]).collect();
         let paired = paired_weights(&weights, 1);
-        let conv = Dense { weights: &weights, paired: &paired, bias: &bias, slope: &slope, in_channels: 3, kernel: 3, stride: 2 };
+        let conv = Dense { weights: &weights, paired: &paired, bias: &bias, slope: &slope, in_channels: 3, kernel: 3, stride: 2, padding: 1 };
         let out_plane = plane.strided(2);
         let scalar = run(out_plane, 1, 1, |o| dense(Isa::scalar(), &conv, &packed, plane, o, 0));
         let available = Isa::available();
@@ -155,6 +156,18 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
+    fn distances_match_scalar(len in 1usize..300, count in 0usize..20, seed in any::<u64>()) {
+        let query = values(len, seed);
+        let stored = values(len * count, seed ^ 1);
+        let want: Vec<f32> = stored.chunks_exact(len).map(|row| squared_scalar(&query, row)).collect();
+        for isa in Isa::available() {
+            let mut got = Vec::new();
+            squared_distances(isa, &query, stored.chunks_exact(len), &mut got);
+            close(&got, &want)?;
+        }
+    }
+
+    #[test]
     fn dense_matches_scalar_and_naive(
         in_channels in 1usize..40,
         out_blocks in 1usize..8,
@@ -163,13 +176,15 @@ proptest! {
         kernel in prop::sample::select(vec![1usize, 3]),
         stride2 in any::<bool>(),
         packed in any::<bool>(),
+        unpadded in any::<bool>(),
         threads in 1usize..4,
         seed in any::<u64>(),
     ) {
         let stride = if kernel == 3 && stride2 { 2 } else { 1 };
+        // dlib's ResNet: 3x3 stride 2 without padding (needs a 3x3 input).
+        let pad = if kernel == 3 && stride == 2 && unpadded && height >= 3 && width >= 3 { 0 } else { kernel / 2 };
         // `packed`: three channels per pixel, as the RGB input is stored.
         let in_plane = Plane::packed(height, width, if packed { 3 } else { LANES });
-        let out_plane = in_plane.strided(stride);
         let out_channels = out_blocks * LANES;
         let pixels = values(in_channels * height * width, seed);
         let nchw_w = values(out_channels * in_channels * kernel * kernel, seed ^ 1);
@@ -187,7 +202,8 @@ proptest! {
             }
         }
         let paired = paired_weights(&packed, out_blocks);
-        let conv = Dense { weights: &packed, paired: &paired, bias: &bias, slope: &slope, in_channels, kernel, stride };
+        let conv = Dense { weights: &packed, paired: &paired, bias: &bias, slope: &slope, in_channels, kernel, stride, padding: pad };
+        let out_plane = conv.out_plane(in_plane);
         let input = blocked(in_channels, in_plane, &pixels);
         let scalar = run(out_plane, out_blocks, 1, |o| dense(Isa::scalar(), &conv, &input, in_plane, o, 0));
         let mut outputs = Vec::new();
@@ -202,7 +218,6 @@ proptest! {
         }
 
         // Naive NCHW convolution with zero padding.
-        let pad = kernel / 2;
         let mut naive = vec![0f32; out_channels * out_plane.height * out_plane.width];
         for oc in 0..out_channels {
             for oy in 0..out_plane.height {
@@ -338,7 +353,7 @@ proptest! {
         let bias = values(out_blocks * LANES, seed ^ 2);
         let slope: Vec<f32> = (0..out_blocks * LANES).map(|c| [0.0, 0.1, 1.0][c % 3]).collect();
         let paired = paired_weights(&weights, out_blocks);
-        let conv = Dense { weights: &weights, paired: &paired, bias: &bias, slope: &slope, in_channels, kernel: 3, stride: 1 };
+        let conv = Dense { weights: &weights, paired: &paired, bias: &bias, slope: &slope, in_channels, kernel: 3, stride: 1, padding: 1 };
         let wino = Winograd::new(&conv).unwrap();
         let direct = run(plane, out_blocks, 1, |o| dense(Isa::scalar(), &conv, &input, plane, o, 0));
         let cut = 2 * (split as usize % (half_height + 1));
@@ -394,7 +409,7 @@ proptest! {
         let bias = values(channels, seed ^ 2);
         let slope: Vec<f32> = (0..channels).map(|c| [0.0, 0.1, 1.0][c % 3]).collect();
         let paired = paired_weights(&weights, blocks);
-        let dense_conv = Dense { weights: &weights, paired: &paired, bias: &bias, slope: &slope, in_channels: channels, kernel, stride };
+        let dense_conv = Dense { weights: &weights, paired: &paired, bias: &bias, slope: &slope, in_channels: channels, kernel, stride, padding: kernel / 2 };
         let depthwise_conv = Depthwise { weights: &weights, bias: &bias, slope: &slope, stride };
         let (a, b) = (cut.0 as usize % out_plane.height, cut.1 as usize % out_plane.height);
         let rows = a.min(b)..a.max(b) + 1;

@@ -88,6 +88,7 @@ impl Winograd {
             in_channels: self.in_channels,
             kernel: 1,
             stride: 1,
+            padding: 0,
         }
     }
 }
