@@ -112,6 +112,7 @@ fn query(state: &AppState, text: Option<&str>) -> Result<Query, ApiError> {
 /// `face` of image `image_id`, newest first.
 #[utoipa::path(
     get,
+    operation_id = "search_by_stored_face",
     path = "/search",
     tag = "recognition",
     params(
@@ -168,6 +169,7 @@ pub async fn by_stored_face(
 /// photo's one face, newest first. The photo is not stored.
 #[utoipa::path(
     post,
+    operation_id = "search_by_photo",
     path = "/search",
     tag = "recognition",
     request_body(content = super::subjects::ExamplePhotoForm, content_type = "multipart/form-data"),
@@ -199,7 +201,9 @@ pub async fn by_photo(State(state): State<Arc<AppState>>, request: Request) -> R
         if photo.is_empty() {
             return Err(ApiError::image(messages::EMPTY));
         }
-        let faces = faces_in(&state, photo).await.map_err(refusal)?;
+        let faces = faces_in(&state, photo, state.config.score_threshold)
+            .await
+            .map_err(refusal)?;
         let [(_, embedding)] = faces[..] else {
             return Err(ApiError::image(face_count_message(faces.len()).replace(
                 "an example photo must show",

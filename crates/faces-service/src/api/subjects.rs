@@ -16,7 +16,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::examples::{
-    add_photo, add_stored, face_count_message, PhotoRefused, StoredExampleRefused, StoredRefused,
+    add_photo, add_stored, face_count_message, remove_photos, PhotoRefused, StoredExampleRefused,
+    StoredRefused,
 };
 use super::peers::detection::{self, Refusal};
 use crate::db::SubjectError;
@@ -176,6 +177,7 @@ fn name_of(body: &Value) -> Result<String, ApiError> {
 /// Every subject, by name.
 #[utoipa::path(
     get,
+    operation_id = "subjects_list",
     path = "/subjects",
     tag = "recognition",
     responses(
@@ -197,6 +199,7 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<SubjectList
 /// Create a subject: a person to recognise, by name.
 #[utoipa::path(
     post,
+    operation_id = "subject_create",
     path = "/subjects",
     tag = "recognition",
     request_body(content = NameBody, content_type = "application/json"),
@@ -228,6 +231,7 @@ pub async fn create(
 /// One subject with its example faces.
 #[utoipa::path(
     get,
+    operation_id = "subject_show",
     path = "/subjects/{id}",
     tag = "recognition",
     params(("id" = Uuid, Path, description = "The subject's id")),
@@ -252,6 +256,7 @@ pub async fn show(
 /// Rename a subject: every face named after it is shown with the new name at once.
 #[utoipa::path(
     patch,
+    operation_id = "subject_rename",
     path = "/subjects/{id}",
     tag = "recognition",
     params(("id" = Uuid, Path, description = "The subject's id")),
@@ -285,6 +290,7 @@ pub async fn rename(
 /// unnamed.
 #[utoipa::path(
     delete,
+    operation_id = "subject_delete",
     path = "/subjects/{id}",
     tag = "recognition",
     params(("id" = Uuid, Path, description = "The subject's id")),
@@ -307,21 +313,12 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Deletes example photos whose rows are gone; one that fails is left to the
-/// sweep of leftovers.
-async fn remove_photos(state: &AppState, keys: Vec<String>) {
-    for key in keys {
-        if let Err(error) = state.store.delete(&key).await {
-            tracing::warn!(%key, %error, "could not remove an example photo");
-        }
-    }
-}
-
 /// Add an example face to a subject: an example photo (multipart, field `image`,
 /// exactly one face in it), or a stored face as JSON `{"image_id", "face"}` ("this
 /// is Anna", from the gallery).
 #[utoipa::path(
     post,
+    operation_id = "subject_example_add",
     path = "/subjects/{id}/examples",
     tag = "recognition",
     params(("id" = Uuid, Path, description = "The subject's id")),
@@ -484,6 +481,7 @@ pub fn closing(error: ApiError) -> Response {
 /// Remove an example face from a subject (and its photo, if it has one).
 #[utoipa::path(
     delete,
+    operation_id = "subject_example_delete",
     path = "/subjects/{id}/examples/{example_id}",
     tag = "recognition",
     params(
