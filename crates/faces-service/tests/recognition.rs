@@ -662,3 +662,439 @@ async fn a_rename_on_one_node_reaches_the_others() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// `POST /v1/vision/face/<route>` with `fields` and image parts `(field, photo)`.
+async fn deepstack(
+    app: &TestApp,
+    route: &str,
+    fields: &[(&str, &str)],
+    images: &[(&str, &str)],
+) -> (u16, Value) {
+    let mut form = reqwest::multipart::Form::new();
+    for (name, value) in fields {
+        form = form.text(name.to_string(), value.to_string());
+    }
+    for (field, photo) in images {
+        let part = reqwest::multipart::Part::bytes(read(photo)).file_name("image");
+        form = form.part(field.to_string(), part);
+    }
+    let response = app
+        .http
+        .post(app.url(&format!("/v1/vision/face/{route}")))
+        .multipart(form)
+        .send()
+        .await
+        .expect("request sent");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn userids(body: &Value) -> Vec<(String, bool)> {
+    let mut found: Vec<(String, bool)> = body["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let confidence = p["confidence"].as_f64().unwrap();
+            let userid = p["userid"].as_str().unwrap().to_owned();
+            let consistent = if userid == "unknown" {
+                confidence == 0.0
+            } else {
+                (0.67..=1.0).contains(&confidence)
+            };
+            (userid, consistent)
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[tokio::test]
+async fn deepstack_registers_recognises_lists_and_deletes_subjects() {
+    let app = TestApp::start_with(|c| c.workers = 0).await;
+    let (status, listed) = deepstack(&app, "list", &[], &[]).await;
+    assert_eq!(
+        (status, listed),
+        (200, json!({"success": true, "faces": [], "duration": 0}))
+    );
+    let (status, added) = deepstack(
+        &app,
+        "register",
+        &[("userid", "Barack Obama")],
+        &[
+            ("image1", "known_counts/fr_obama.jpg"),
+            ("image2", "known_counts/fr_32bit.png"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{added}");
+    assert_eq!(
+        (&added["success"], &added["message"], &added["duration"]),
+        (&json!(true), &json!("face added"), &json!(0))
+    );
+    let (_, updated) = deepstack(
+        &app,
+        "register",
+        &[("userid", "barack obama")],
+        &[("image", "known_counts/fr_obama3.jpg")],
+    )
+    .await;
+    assert_eq!(
+        updated["message"], "face updated",
+        "one subject whatever the case"
+    );
+    let (_, shown) = send(&app, "GET", "/subjects", None).await;
+    assert_eq!(shown["subjects"][0]["examples_count"], 3);
+    deepstack(
+        &app,
+        "register",
+        &[("userid", "Joe Biden")],
+        &[("image", "known_counts/fr_biden.jpg")],
+    )
+    .await;
+
+    let (status, recognised) = deepstack(
+        &app,
+        "recognize",
+        &[],
+        &[("image", "known_counts/fr_obama_and_biden.jpg")],
+    )
+    .await;
+    assert_eq!(status, 200, "{recognised}");
+    assert_eq!(
+        userids(&recognised),
+        [
+            ("Barack Obama".into(), true),
+            ("Joe Biden".into(), true),
+            ("unknown".into(), true)
+        ]
+    );
+    // A stricter threshold: no other photo is that close.
+    let (_, strict) = deepstack(
+        &app,
+        "recognize",
+        &[("min_confidence", "0.999")],
+        &[("image", "known_counts/fr_obama-240p.jpg")],
+    )
+    .await;
+    assert_eq!(userids(&strict), [("unknown".into(), true)]);
+    let (_, none) = deepstack(
+        &app,
+        "recognize",
+        &[],
+        &[("image", "nonface/skimage_coffee.png")],
+    )
+    .await;
+    assert_eq!(none["predictions"], json!([]));
+
+    // The errors, DeepStack's words and statuses; nothing stored by a failed register.
+    let error = |message: &str| json!({"success": false, "error": message, "duration": 0});
+    for (route, fields, images, status, message) in [
+        (
+            "register",
+            vec![("userid", "x")],
+            vec![],
+            400,
+            "No valid image file found",
+        ),
+        (
+            "register",
+            vec![],
+            vec![("image", "known_counts/fr_obama.jpg")],
+            400,
+            "userid not specified",
+        ),
+        (
+            "register",
+            vec![("userid", "x")],
+            vec![("image", "nonface/skimage_coffee.png")],
+            400,
+            "no face detected",
+        ),
+        (
+            "register",
+            vec![("userid", "x")],
+            vec![
+                ("image", "known_counts/fr_obama.jpg"),
+                ("image2", "known_counts/fr_two_people.jpg"),
+            ],
+            400,
+            "2 faces detected in image 2 of 2; an image to register must show exactly one face",
+        ),
+        (
+            "recognize",
+            vec![],
+            vec![],
+            400,
+            "No valid image file found",
+        ),
+        (
+            "recognize",
+            vec![("min_confidence", "x")],
+            vec![("image", "known_counts/fr_obama.jpg")],
+            400,
+            "Invalid value for min_confidence",
+        ),
+        ("delete", vec![], vec![], 400, "userid not specified"),
+    ] {
+        let (got, body) = deepstack(&app, route, &fields, &images).await;
+        assert_eq!((got, body), (status, error(message)), "{route} {fields:?}");
+    }
+    let (_, listed) = deepstack(&app, "list", &[], &[]).await;
+    assert_eq!(listed["faces"], json!(["Barack Obama", "Joe Biden"]));
+
+    // Delete takes urlencoded bodies too; an unknown userid is a success.
+    for userid in ["Barack Obama", "nobody"] {
+        let response = app
+            .http
+            .post(app.url("/v1/vision/face/delete"))
+            .form(&[("userid", userid)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.json::<Value>().await.unwrap(),
+            json!({"success": true, "duration": 0})
+        );
+    }
+    let (_, recognised) = deepstack(
+        &app,
+        "recognize",
+        &[],
+        &[("image", "known_counts/fr_obama3.jpg")],
+    )
+    .await;
+    assert_eq!(userids(&recognised), [("unknown".into(), true)]);
+    assert!(
+        app.store().await.list("examples").await.unwrap().len() == 1,
+        "Biden's photo stays"
+    );
+}
+
+/// A CompreFace request: `method path`, header `x-api-key` unless `None`, multipart
+/// part `file` with `photo` if given, else the JSON `body` if given.
+async fn compreface(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    photo: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = app
+        .http
+        .request(method, app.url(&format!("/api/v1/{path}")))
+        .header("x-api-key", "00000000-0000-0000-0000-000000000002");
+    if let Some(photo) = photo {
+        let part = reqwest::multipart::Part::bytes(read(photo)).file_name("photo.jpg");
+        request = request.multipart(reqwest::multipart::Form::new().part("file", part));
+    } else if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request sent");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn compreface_keeps_subjects_and_examples_and_recognises() {
+    let app = TestApp::start_with(|c| c.workers = 0).await;
+    let (status, added) = compreface(
+        &app,
+        "POST",
+        "recognition/subjects",
+        None,
+        Some(json!({"subject": "Kit"})),
+    )
+    .await;
+    assert_eq!((status, added), (201, json!({"subject": "Kit"})));
+    let (status, taken) = compreface(
+        &app,
+        "POST",
+        "recognition/subjects",
+        None,
+        Some(json!({"subject": "KIT"})),
+    )
+    .await;
+    assert_eq!(
+        (status, taken),
+        (
+            400,
+            json!({"message": "Subject already exists", "code": 43})
+        )
+    );
+    let (status, example) = compreface(
+        &app,
+        "POST",
+        "recognition/faces?subject=kit",
+        Some("known_counts/fr_johnsnow_test1.jpg"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{example}");
+    let image_id = example["image_id"].as_str().unwrap().to_owned();
+    // Adding to a new name creates the subject; `+` in a query is a space.
+    let (status, _) = compreface(
+        &app,
+        "POST",
+        "recognition/faces?subject=Joe+Biden",
+        Some("known_counts/fr_biden.jpg"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (_, subjects) = compreface(&app, "GET", "recognition/subjects", None, None).await;
+    assert_eq!(subjects, json!({"subjects": ["Joe Biden", "Kit"]}));
+    let (_, faces) = compreface(&app, "GET", "recognition/faces?size=1", None, None).await;
+    assert_eq!(
+        faces,
+        json!({"faces": [{"image_id": image_id, "subject": "Kit"}], "total_pages": 2, "total_elements": 2, "page_number": 0, "page_size": 1})
+    );
+
+    let (status, recognised) = compreface(
+        &app,
+        "POST",
+        "recognition/recognize?face_plugins=calculator,undefined&prediction_count=3",
+        Some("known_counts/fr_kit_with_rose.jpg"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{recognised}");
+    let result = recognised["result"].as_array().unwrap();
+    assert_eq!(result.len(), 2);
+    let mut subjects: Vec<Vec<&str>> = result
+        .iter()
+        .map(|face| {
+            assert_eq!(face["embedding"].as_array().unwrap().len(), 128);
+            face["subjects"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| {
+                    assert!(
+                        (0.67..=1.0).contains(&s["similarity"].as_f64().unwrap()),
+                        "{s}"
+                    );
+                    s["subject"].as_str().unwrap()
+                })
+                .collect()
+        })
+        .collect();
+    subjects.sort();
+    assert_eq!(
+        subjects,
+        [vec![], vec!["Kit"]],
+        "Kit named, Rose (nobody's example) not"
+    );
+    let (status, no_face) = compreface(
+        &app,
+        "POST",
+        "recognition/recognize",
+        Some("nonface/skimage_coffee.png"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, no_face),
+        (
+            400,
+            json!({"message": "No face is found in the given image", "code": 28})
+        )
+    );
+    // The detection endpoint's calculator plugin too.
+    let (_, detected) = compreface(
+        &app,
+        "POST",
+        "detection/detect?face_plugins=calculator",
+        Some("known_counts/fr_biden.jpg"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        detected["result"][0]["embedding"].as_array().unwrap().len(),
+        128
+    );
+
+    for (method, path, photo, body, status, answer) in [
+        (
+            "POST",
+            "recognition/faces?subject=x",
+            Some("known_counts/fr_two_people.jpg"),
+            None,
+            400,
+            json!({"message": "More than one face in the source image", "code": 31}),
+        ),
+        (
+            "POST",
+            "recognition/faces",
+            Some("known_counts/fr_biden.jpg"),
+            None,
+            400,
+            json!({"message": "Required parameter subject is missing", "code": 33}),
+        ),
+        (
+            "POST",
+            "recognition/subjects",
+            None,
+            Some(json!({"subject": "a;b"})),
+            400,
+            json!({"message": "The name cannot contain the following special characters: ';', '/', '\\'", "code": 26}),
+        ),
+        (
+            "PUT",
+            "recognition/subjects/nobody",
+            None,
+            Some(json!({"subject": "x"})),
+            404,
+            json!({"message": "Subject nobody not found", "code": 42}),
+        ),
+        (
+            "DELETE",
+            "recognition/faces/0e4f6ad4-7f0d-4a3c-9a8e-2a4f0c1b3d5e",
+            None,
+            None,
+            404,
+            json!({"message": "Image 0e4f6ad4-7f0d-4a3c-9a8e-2a4f0c1b3d5e not found", "code": 44}),
+        ),
+        (
+            "DELETE",
+            "recognition/faces?subject=nobody",
+            None,
+            None,
+            200,
+            json!({"deleted": 0}),
+        ),
+    ] {
+        let (got, body) = compreface(&app, method, path, photo, body).await;
+        assert_eq!((got, body), (status, answer), "{method} {path}");
+    }
+
+    // A rename onto another name merges the two.
+    let (_, merged) = compreface(
+        &app,
+        "PUT",
+        "recognition/subjects/Kit",
+        None,
+        Some(json!({"subject": "joe biden"})),
+    )
+    .await;
+    assert_eq!(merged, json!({"updated": true}));
+    let (_, subjects) = compreface(&app, "GET", "recognition/subjects", None, None).await;
+    assert_eq!(subjects, json!({"subjects": ["Joe Biden"]}));
+    let (_, deleted) = compreface(
+        &app,
+        "DELETE",
+        &format!("recognition/faces/{image_id}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        deleted,
+        json!({"image_id": image_id, "subject": "Joe Biden"})
+    );
+    let (_, deleted) = compreface(&app, "DELETE", "recognition/subjects", None, None).await;
+    assert_eq!(deleted, json!({"deleted": 1}));
+    assert!(app.store().await.list("examples").await.unwrap().is_empty());
+}

@@ -44,12 +44,14 @@ pub fn face_count_message(found: usize) -> String {
     }
 }
 
-/// The faces of `photo` with their embeddings, detected now at the server's threshold.
+/// The faces of `photo` with their embeddings, detected now at `threshold` (on our
+/// scale).
 pub async fn faces_in(
     state: &Arc<AppState>,
     photo: Bytes,
+    threshold: f32,
 ) -> Result<Vec<(FaceBox, Embedding)>, Refusal> {
-    let found = detection::detect(state, photo, state.config.score_threshold, true).await?;
+    let found = detection::detect(state, photo, threshold, true).await?;
     Ok(found
         .faces
         .iter()
@@ -66,11 +68,43 @@ pub async fn add_photo(
     subject: Uuid,
     photo: Bytes,
 ) -> Result<Example, PhotoRefused> {
-    let faces = faces_in(state, photo.clone()).await?;
-    let [(ref face, embedding)] = faces[..] else {
-        return Err(PhotoRefused::Faces(faces.len()));
-    };
-    let extension = guess_format(&photo)
+    let (face, embedding) = one_face(state, photo.clone(), state.config.score_threshold).await?;
+    let (example, key) = photo_example(subject, &photo, &face, embedding);
+    state
+        .store
+        .put(&key, photo)
+        .await
+        .map_err(PhotoRefused::Store)?;
+    if let Err(error) = state.db.add_example(&example).await {
+        remove_photos(state, vec![key]).await;
+        return Err(PhotoRefused::Subject(error));
+    }
+    crate::refresh::examples_now(state).await;
+    Ok(example)
+}
+
+/// The one face of `photo` (detected at `threshold`, on our scale) with its
+/// embedding; `Faces` if it shows none or several.
+pub async fn one_face(
+    state: &Arc<AppState>,
+    photo: Bytes,
+    threshold: f32,
+) -> Result<(FaceBox, Embedding), PhotoRefused> {
+    let mut faces = faces_in(state, photo, threshold).await?;
+    match faces.len() {
+        1 => Ok(faces.remove(0)),
+        n => Err(PhotoRefused::Faces(n)),
+    }
+}
+
+/// An example of `subject` from `photo` and its face, and the key its photo goes under.
+fn photo_example(
+    subject: Uuid,
+    photo: &[u8],
+    face: &FaceBox,
+    embedding: Embedding,
+) -> (Example, String) {
+    let extension = guess_format(photo)
         .ok()
         .and_then(|format| format.extensions_str().first().copied())
         .unwrap_or("img");
@@ -84,20 +118,65 @@ pub async fn add_photo(
         rect: Rect::from(face),
         embedding,
     };
-    state
-        .store
-        .put(&key, photo)
-        .await
-        .map_err(PhotoRefused::Store)?;
-    if let Err(error) = state.db.add_example(&example).await {
+    (example, key)
+}
+
+/// Adds `photos`, each with its one face, as examples of the subject called `name`
+/// (in any case), creating it if there is none: the photos are stored first, then
+/// the examples commit together, or none does and the photos are removed again.
+/// Returns the examples and whether the subject was created.
+pub async fn add_photos_named(
+    state: &Arc<AppState>,
+    name: &str,
+    photos: Vec<(Bytes, FaceBox, Embedding)>,
+) -> Result<(Vec<Example>, bool), PhotoRefused> {
+    let mut examples = Vec::new();
+    let mut keys = Vec::new();
+    let mut stored = Ok(());
+    for (photo, face, embedding) in photos {
+        let (example, key) = photo_example(Uuid::nil(), &photo, &face, embedding);
+        stored = state.store.put(&key, photo).await;
+        if stored.is_err() {
+            break;
+        }
+        examples.push(example);
+        keys.push(key);
+    }
+    let added = match stored {
+        Ok(()) => state
+            .db
+            .add_examples_named(name, &examples)
+            .await
+            .map_err(PhotoRefused::Subject),
+        Err(error) => Err(PhotoRefused::Store(error)),
+    };
+    match added {
+        Ok((subject, created)) => {
+            crate::refresh::examples_now(state).await;
+            let examples = examples
+                .into_iter()
+                .map(|example| Example {
+                    subject_id: subject,
+                    ..example
+                })
+                .collect();
+            Ok((examples, created))
+        }
+        Err(refused) => {
+            remove_photos(state, keys).await;
+            Err(refused)
+        }
+    }
+}
+
+/// Deletes example photos whose rows are gone (or never committed); one that
+/// fails is left to the sweep of leftovers.
+pub async fn remove_photos(state: &AppState, keys: Vec<String>) {
+    for key in keys {
         if let Err(error) = state.store.delete(&key).await {
-            // The sweep of leftovers removes it later.
             tracing::warn!(%key, %error, "could not remove an example photo");
         }
-        return Err(PhotoRefused::Subject(error));
     }
-    crate::refresh::examples_now(state).await;
-    Ok(example)
 }
 
 /// Why a stored face could not be used.

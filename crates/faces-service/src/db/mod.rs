@@ -16,5 +16,5 @@ mod submissions;
 pub use connection::{Db, Dialect, EVENTS_CHANNEL, SUBJECTS_CHANNEL};
 pub use embeddings::StoredEmbedding;
 pub use queue::{ClaimedJob, QueueDepth};
-pub use subjects::SubjectError;
+pub use subjects::{Removed, SubjectError};
 pub use submissions::Expired;

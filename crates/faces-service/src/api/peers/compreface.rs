@@ -24,9 +24,11 @@ use crate::state::AppState;
 const DEFAULT_THRESHOLD: f32 = 0.8;
 /// What `plugins_versions` names for the detector and the landmarks.
 const DETECTOR_VERSION: &str = "faces.RetinaFace-MobileNet0.25";
+/// What `plugins_versions` names for the embeddings.
+const CALCULATOR_VERSION: &str = "dlib.face_recognition_resnet_model_v1";
 
 /// CompreFace's error codes that these answers use.
-mod code {
+pub(super) mod code {
     /// `UNAVAILABLE_FILE_EXTENSION`: CompreFace's code for a file it cannot take as an image.
     pub const NOT_AN_IMAGE: u16 = 21;
     /// `MODEL_NOT_FOUND`: no service with this API key.
@@ -41,6 +43,18 @@ mod code {
     pub const MISSING_PART: u16 = 34;
     /// `FACES_SERVICE_EXCEPTION`: the detection could not be run.
     pub const SERVICE: u16 = 41;
+    /// `UNDEFINED`: anything else (here: the database or storage is away).
+    pub const UNDEFINED: u16 = 0;
+    /// `TOO_MANY_FACES`: more than one face in an example photo.
+    pub const TOO_MANY_FACES: u16 = 31;
+    /// `MISSING_REQUEST_PARAMETER`.
+    pub const MISSING_PARAMETER: u16 = 33;
+    /// `SUBJECT_NOT_FOUND` (404).
+    pub const SUBJECT_NOT_FOUND: u16 = 42;
+    /// `SUBJECT_ALREADY_EXISTS`.
+    pub const SUBJECT_EXISTS: u16 = 43;
+    /// `EMBEDDING_NOT_FOUND` (404): no example with this `image_id`.
+    pub const IMAGE_NOT_FOUND: u16 = 44;
 }
 
 /// One face: its box, and with the plugins asked for, its landmarks and timing.
@@ -48,13 +62,40 @@ mod code {
 pub struct CompreFaceFace {
     #[serde(rename = "box")]
     face_box: CompreFaceBox,
+    /// Recognition only: the subjects with an example within the match distance,
+    /// nearest first, at most `prediction_count`; `[]` when none is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subjects: Option<Vec<CompreFaceSubject>>,
     /// With `face_plugins=landmarks`: right eye, left eye, nose, right and left mouth corner.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<Vec<u32>>>)]
     landmarks: Option<Vec<[u32; 2]>>,
+    /// With `face_plugins=calculator`: the face's embedding, dlib's 128 numbers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    embedding: Option<Vec<f32>>,
     /// With `status=true`: milliseconds per plugin.
     #[serde(skip_serializing_if = "Option::is_none")]
     execution_time: Option<CompreFaceExecutionTime>,
+}
+
+/// A subject a face may be.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CompreFaceSubject {
+    #[schema(example = "Kit Harington")]
+    subject: String,
+    /// From the distance to the subject's nearest example (see docs/api.md,
+    /// "Recognition's confidence"): 0.67 at the match distance, 1 at 0.
+    #[schema(example = 0.78812)]
+    similarity: f64,
+}
+
+impl CompreFaceSubject {
+    pub(super) fn new(subject: String, similarity: f32) -> Self {
+        CompreFaceSubject {
+            subject,
+            similarity: rounded(similarity),
+        }
+    }
 }
 
 /// A face's box in whole pixels of the upright image, inside it.
@@ -72,6 +113,9 @@ pub struct CompreFaceBox {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CompreFaceExecutionTime {
     detector: f64,
+    /// With `face_plugins=calculator` or recognising: the embeddings' share.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    calculator: Option<f64>,
 }
 
 /// With `status=true`: what ran.
@@ -80,12 +124,14 @@ pub struct CompreFacePlugins {
     detector: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     landmarks: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    calculator: Option<&'static str>,
 }
 
 /// The answer when at least one face is found.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CompreFaceFaces {
-    result: Vec<CompreFaceFace>,
+    pub(super) result: Vec<CompreFaceFace>,
     #[serde(skip_serializing_if = "Option::is_none")]
     plugins_versions: Option<CompreFacePlugins>,
 }
@@ -103,7 +149,26 @@ pub struct CompreFaceError {
 }
 
 impl CompreFaceError {
-    fn new(status: StatusCode, code: u16, message: impl Into<String>) -> Self {
+    /// The HTTP status it is answered with.
+    pub(super) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub(super) fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// A storage or database fault, answered by what it is: `507` for no space,
+    /// `503` with `Retry-After` for a busy or unreachable back end.
+    pub(super) fn fault(fault: crate::error::Fault, error: impl std::fmt::Display) -> Self {
+        let ours = crate::error::ApiError::fault("detail", fault, error);
+        CompreFaceError {
+            retry_after: ours.retry_after,
+            ..CompreFaceError::new(ours.status, code::UNDEFINED, ours.message)
+        }
+    }
+
+    pub(super) fn new(status: StatusCode, code: u16, message: impl Into<String>) -> Self {
         CompreFaceError {
             message: message.into(),
             code,
@@ -112,7 +177,7 @@ impl CompreFaceError {
         }
     }
 
-    fn invalid(message: impl Into<String>) -> Self {
+    pub(super) fn invalid(message: impl Into<String>) -> Self {
         CompreFaceError::new(StatusCode::BAD_REQUEST, code::INVALID, message)
     }
 }
@@ -150,13 +215,17 @@ pub struct CompreFaceForm {
 
 /// The query's options.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Options {
+pub(super) struct Options {
     /// Faces answered at most, the largest first; 0 for all.
     limit: usize,
     /// On CompreFace's scale.
-    threshold: f32,
+    pub(super) threshold: f32,
     landmarks: bool,
+    /// `face_plugins=calculator`: each face's embedding.
+    pub(super) calculator: bool,
     status: bool,
+    /// Recognition: subjects listed per face, 1 or more.
+    pub(super) prediction_count: usize,
 }
 
 /// Detect faces, as CompreFace's detection service does.
@@ -172,7 +241,7 @@ struct Options {
         ("x-api-key" = Option<String>, Header, description = "One of the `--api-key` keys; needed only when any is set"),
         ("limit" = Option<u64>, Query, description = "Faces answered at most, the largest first; 0 (default) for all"),
         ("det_prob_threshold" = Option<f64>, Query, minimum = 0, maximum = 1, description = "Minimum probability on CompreFace's scale; default 0.8"),
-        ("face_plugins" = Option<String>, Query, description = "Comma-separated; `landmarks` adds each face's 5 landmarks, others are ignored"),
+        ("face_plugins" = Option<String>, Query, description = "Comma-separated; `landmarks` adds each face's 5 landmarks, `calculator` its embedding (dlib's 128 numbers), others are ignored"),
         ("status" = Option<bool>, Query, description = "`true` adds `execution_time` per face and `plugins_versions`"),
     ),
     responses(
@@ -199,24 +268,26 @@ async fn answer(
     request: Request,
 ) -> Result<CompreFaceFaces, CompreFaceError> {
     let _slot = detection::enter(state, &request)?;
+    let (image, options) = photo_request(state, request, "Detection").await?;
+    let found = detect_now(state, image, &options, options.calculator).await?;
+    Ok(detected(found, options, state.config.score_threshold, None))
+}
+
+/// A request with a photo, as CompreFace reads one: the whole body first (a client
+/// still sending its photo must not meet a closed connection), then the key
+/// (`service` names the service in the answer to an unknown key), the file, the
+/// query's options.
+pub(super) async fn photo_request(
+    state: &Arc<AppState>,
+    request: Request,
+    service: &str,
+) -> Result<(Bytes, Options), CompreFaceError> {
     let (headers, query) = (
         request.headers().clone(),
         request.uri().query().map(str::to_owned),
     );
-    // The whole body first, as CompreFace's server reads it before any check: a
-    // client still sending its photo must not meet a closed connection.
     let file = read_file(state, request).await?;
-    let keys = &state.config.api_keys;
-    let given = headers
-        .get("x-api-key")
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    if !keys.is_empty() && given.is_none() {
-        return Err(CompreFaceError::new(
-            StatusCode::BAD_REQUEST,
-            code::MISSING_HEADER,
-            "Missing header: x-api-key",
-        ));
-    }
+    let given = key_header(state, &headers)?;
     let file = file.ok_or_else(|| {
         CompreFaceError::new(
             StatusCode::BAD_REQUEST,
@@ -225,40 +296,86 @@ async fn answer(
         )
     })?;
     let options = options(query.as_deref())?;
+    check_key(state, given, service)?;
+    let image = match file {
+        File::Bytes(bytes) => bytes,
+        File::Base64(text) => base64_file(&text)?,
+    };
+    Ok((image, options))
+}
+
+/// The `x-api-key` header; with keys configured, a missing one is refused (code 20).
+pub(super) fn key_header(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Result<Option<String>, CompreFaceError> {
+    let given = headers
+        .get("x-api-key")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    if !state.config.api_keys.is_empty() && given.is_none() {
+        return Err(CompreFaceError::new(
+            StatusCode::BAD_REQUEST,
+            code::MISSING_HEADER,
+            "Missing header: x-api-key",
+        ));
+    }
+    Ok(given)
+}
+
+/// With keys configured, `given` must be one (code 10, 404, naming `service`).
+pub(super) fn check_key(
+    state: &AppState,
+    given: Option<String>,
+    service: &str,
+) -> Result<(), CompreFaceError> {
+    let keys = &state.config.api_keys;
     if let Some(given) = given.filter(|_| !keys.is_empty()) {
         if !super::super::auth::accepted(keys, &given) {
             return Err(CompreFaceError::new(
                 StatusCode::NOT_FOUND,
                 code::UNKNOWN_KEY,
-                format!("Detection service with API Key {given} not found"),
+                format!("{service} service with API Key {given} not found"),
             ));
         }
     }
-    let image = match file {
-        File::Bytes(bytes) => bytes,
-        File::Base64(text) => base64_file(&text)?,
-    };
-    let ours = state.config.score_threshold;
-    let threshold = scale::COMPREFACE.threshold(options.threshold, ours);
-    let found = detection::detect(state, image, threshold, false).await?;
+    Ok(())
+}
+
+/// Detects `image` at the options' threshold, with each face's embedding when
+/// `embed`; no face is CompreFace's code 28.
+pub(super) async fn detect_now(
+    state: &Arc<AppState>,
+    image: Bytes,
+    options: &Options,
+    embed: bool,
+) -> Result<Found, CompreFaceError> {
+    let threshold = scale::COMPREFACE.threshold(options.threshold, state.config.score_threshold);
+    let found = detection::detect(state, image, threshold, embed).await?;
     if found.faces.is_empty() {
-        return Err(CompreFaceError::new(
-            StatusCode::BAD_REQUEST,
-            code::NO_FACE,
-            "No face is found in the given image",
-        ));
+        return Err(no_face());
     }
-    Ok(detected(found, options, ours))
+    Ok(found)
+}
+
+/// CompreFace's answer to a photo without a face.
+pub(super) fn no_face() -> CompreFaceError {
+    CompreFaceError::new(
+        StatusCode::BAD_REQUEST,
+        code::NO_FACE,
+        "No face is found in the given image",
+    )
 }
 
 /// The query's options; unknown parameters and empty pairs (the SDK writes `?&k=v`)
-/// are ignored.
-fn options(query: Option<&str>) -> Result<Options, CompreFaceError> {
+/// are ignored, and so are unknown plugins (double-take asks for `undefined`).
+pub(super) fn options(query: Option<&str>) -> Result<Options, CompreFaceError> {
     let mut options = Options {
         limit: 0,
         threshold: DEFAULT_THRESHOLD,
         landmarks: false,
+        calculator: false,
         status: false,
+        prediction_count: 1,
     };
     for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         let value = value.trim();
@@ -279,7 +396,19 @@ fn options(query: Option<&str>) -> Result<Options, CompreFaceError> {
                         )
                     })?
             }
-            "face_plugins" => options.landmarks = value.split(',').any(|p| p.trim() == "landmarks"),
+            "face_plugins" => {
+                let plugins: Vec<&str> = value.split(',').map(str::trim).collect();
+                options.landmarks = plugins.contains(&"landmarks");
+                options.calculator = plugins.contains(&"calculator");
+            }
+            "prediction_count" => {
+                options.prediction_count =
+                    value.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                        CompreFaceError::invalid(
+                            "prediction_count should be equal or greater than 1; ",
+                        )
+                    })?
+            }
             "status" => {
                 options.status = boolean(value)
                     .ok_or_else(|| CompreFaceError::invalid("status: must be true or false"))?
@@ -300,13 +429,16 @@ fn boolean(value: &str) -> Option<bool> {
 }
 
 /// The photo as sent: multipart part `file`, or JSON `{"file": "<base64>"}`.
-enum File {
+pub(super) enum File {
     Bytes(Bytes),
     Base64(String),
 }
 
 /// Reads the body; `None` when it has no file.
-async fn read_file(state: &AppState, request: Request) -> Result<Option<File>, CompreFaceError> {
+pub(super) async fn read_file(
+    state: &AppState,
+    request: Request,
+) -> Result<Option<File>, CompreFaceError> {
     let limit = state.config.max_upload_bytes;
     if detection::media_type(request.headers()) != "application/json" {
         let form = detection::read_multipart(request, "file", limit).await?;
@@ -327,7 +459,7 @@ async fn read_file(state: &AppState, request: Request) -> Result<Option<File>, C
 }
 
 /// Standard Base64 with or without padding, line breaks allowed, a `data:` URL prefix too.
-fn base64_file(text: &str) -> Result<Bytes, CompreFaceError> {
+pub(super) fn base64_file(text: &str) -> Result<Bytes, CompreFaceError> {
     let text = match text.split_once(";base64,") {
         Some((prefix, rest)) if prefix.starts_with("data:") => rest,
         _ => text,
@@ -347,19 +479,30 @@ fn base64_file(text: &str) -> Result<Bytes, CompreFaceError> {
     })
 }
 
-fn detected(found: Found, options: Options, ours: f32) -> CompreFaceFaces {
-    let mut faces: Vec<_> = found.faces.iter().collect();
-    if options.limit > 0 && faces.len() > options.limit {
+/// The answer for what `found` holds: with `subjects` (recognition), each face's
+/// subjects, in the order of `found.faces`.
+pub(super) fn detected(
+    found: Found,
+    options: Options,
+    ours: f32,
+    subjects: Option<Vec<Vec<CompreFaceSubject>>>,
+) -> CompreFaceFaces {
+    let mut kept: Vec<usize> = (0..found.faces.len()).collect();
+    if options.limit > 0 && kept.len() > options.limit {
         // CompreFace keeps the largest faces; the answer stays best first.
-        let mut by_size = faces.clone();
-        by_size.sort_by(|a, b| (b.width * b.height).total_cmp(&(a.width * a.height)));
+        let area = |i: &usize| found.faces[*i].width * found.faces[*i].height;
+        let mut by_size = kept.clone();
+        by_size.sort_by(|a, b| area(b).total_cmp(&area(a)));
         by_size.truncate(options.limit);
-        faces.retain(|face| by_size.iter().any(|kept| std::ptr::eq(*kept, *face)));
+        kept.retain(|i| by_size.contains(i));
     }
     let detector_ms = found.inference.as_secs_f64() * 1000.0;
-    let result = faces
+    let calculator_ms = found.embedding.as_secs_f64() * 1000.0;
+    let embedded = !found.embeddings.is_empty();
+    let result = kept
         .into_iter()
-        .map(|face| {
+        .map(|i| {
+            let face = &found.faces[i];
             let pixels = PixelBox::of(face, found.width, found.height);
             CompreFaceFace {
                 face_box: CompreFaceBox {
@@ -369,14 +512,17 @@ fn detected(found: Found, options: Options, ours: f32) -> CompreFaceFaces {
                     x_min: pixels.x_min,
                     y_min: pixels.y_min,
                 },
+                subjects: subjects.as_ref().map(|s| s[i].clone()),
                 landmarks: options.landmarks.then(|| {
                     face.landmarks
                         .iter()
                         .map(|point| pixel_point(*point, found.width, found.height))
                         .collect()
                 }),
+                embedding: (options.calculator && embedded).then(|| found.embeddings[i].0.to_vec()),
                 execution_time: options.status.then(|| CompreFaceExecutionTime {
                     detector: detector_ms.round(),
+                    calculator: embedded.then(|| calculator_ms.round()),
                 }),
             }
         })
@@ -386,6 +532,7 @@ fn detected(found: Found, options: Options, ours: f32) -> CompreFaceFaces {
         plugins_versions: options.status.then(|| CompreFacePlugins {
             detector: DETECTOR_VERSION,
             landmarks: options.landmarks.then_some(DETECTOR_VERSION),
+            calculator: embedded.then_some(CALCULATOR_VERSION),
         }),
     }
 }
@@ -411,7 +558,9 @@ mod tests {
                 limit: 2,
                 threshold: 0.6,
                 landmarks: true,
-                status: true
+                calculator: false,
+                status: true,
+                prediction_count: 1,
             }
         );
         assert_eq!(options(None).unwrap().threshold, 0.8);
@@ -422,6 +571,7 @@ mod tests {
             "det_prob_threshold=1.5",
             "det_prob_threshold=x",
             "status=maybe",
+            "prediction_count=0",
         ] {
             let failure = options(Some(bad)).unwrap_err();
             assert_eq!(

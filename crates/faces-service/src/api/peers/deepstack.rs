@@ -16,6 +16,7 @@ use utoipa::ToSchema;
 
 use super::detection::{self, Found, PixelBox, Refusal};
 use super::scale;
+use crate::error::Fault;
 use crate::state::AppState;
 
 /// DeepStack's `min_confidence` when a client sends none.
@@ -92,7 +93,27 @@ pub struct DeepStackError {
 }
 
 impl DeepStackError {
-    fn new(status: StatusCode, error: impl Into<String>) -> Self {
+    /// The HTTP status it is answered with.
+    pub(super) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// Its sentence.
+    pub(super) fn error(&self) -> &str {
+        &self.error
+    }
+
+    /// A storage or database fault, answered by what it is: `507` for no space,
+    /// `503` with `Retry-After` for a busy or unreachable back end.
+    pub(super) fn fault(fault: Fault, error: impl std::fmt::Display) -> Self {
+        let ours = crate::error::ApiError::fault("detail", fault, error);
+        DeepStackError {
+            retry_after: ours.retry_after,
+            ..DeepStackError::new(ours.status, ours.message)
+        }
+    }
+
+    pub(super) fn new(status: StatusCode, error: impl Into<String>) -> Self {
         DeepStackError {
             success: false,
             error: error.into(),
@@ -169,29 +190,34 @@ pub async fn detect(State(state): State<Arc<AppState>>, request: Request) -> Res
 async fn answer(state: &Arc<AppState>, request: Request) -> Result<Found, DeepStackError> {
     let _slot = detection::enter(state, &request)?;
     let form = detection::read_multipart(request, "image", state.config.max_upload_bytes).await?;
-    let keys = &state.config.api_keys;
-    if !keys.is_empty() && !super::super::auth::accepted(keys, form.value("api_key").unwrap_or(""))
-    {
-        return Err(DeepStackError::new(
-            StatusCode::UNAUTHORIZED,
-            "Incorrect api key",
-        ));
-    }
+    check_key(state, form.value("api_key"))?;
     let Some(image) = form.file.clone() else {
         return Err(DeepStackError::new(
             StatusCode::BAD_REQUEST,
             "No valid image file found",
         ));
     };
-    let min_confidence = min_confidence(form.value("min_confidence"))?;
+    let min_confidence = min_confidence(form.value("min_confidence"), DEFAULT_MIN_CONFIDENCE)?;
     let threshold = scale::DEEPSTACK.threshold(min_confidence, state.config.score_threshold);
     Ok(detection::detect(state, image, threshold, false).await?)
 }
 
-/// DeepStack's check: absent or empty is the default; not a number, or over 1, is refused.
-fn min_confidence(value: Option<&str>) -> Result<f32, DeepStackError> {
+/// DeepStack's key check: with keys configured, form field `api_key` must be one.
+pub(super) fn check_key(state: &AppState, given: Option<&str>) -> Result<(), DeepStackError> {
+    let keys = &state.config.api_keys;
+    if !keys.is_empty() && !super::super::auth::accepted(keys, given.unwrap_or("")) {
+        return Err(DeepStackError::new(
+            StatusCode::UNAUTHORIZED,
+            "Incorrect api key",
+        ));
+    }
+    Ok(())
+}
+
+/// DeepStack's check: absent or empty is `default`; not a number, or over 1, is refused.
+pub(super) fn min_confidence(value: Option<&str>, default: f32) -> Result<f32, DeepStackError> {
     let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
-        return Ok(DEFAULT_MIN_CONFIDENCE);
+        return Ok(default);
     };
     match value.parse::<f32>() {
         Ok(parsed) if parsed.is_nan() => Err(DeepStackError::new(
@@ -253,7 +279,7 @@ fn detected(found: Found, started: Instant, ours: f32) -> DeepStackFaces {
 }
 
 /// Five decimals, as the peers print them.
-fn rounded(value: f32) -> f64 {
+pub(super) fn rounded(value: f32) -> f64 {
     (f64::from(value) * 100_000.0).round() / 100_000.0
 }
 
@@ -263,6 +289,7 @@ mod tests {
 
     #[test]
     fn min_confidence_is_checked_as_deepstack_does() {
+        let min_confidence = |value| min_confidence(value, DEFAULT_MIN_CONFIDENCE);
         assert_eq!(min_confidence(None).unwrap(), 0.55);
         assert_eq!(min_confidence(Some("")).unwrap(), 0.55);
         assert_eq!(min_confidence(Some("0.45")).unwrap(), 0.45);

@@ -197,6 +197,99 @@ pub async fn read_multipart(
     Ok(form)
 }
 
+/// A form's file parts, in order, and its plain values.
+#[derive(Debug, Default)]
+pub struct Files {
+    pub files: Vec<Bytes>,
+    values: Vec<(String, String)>,
+}
+
+impl Files {
+    /// The first value of field `name`.
+    pub fn value(&self, name: &str) -> Option<&str> {
+        self.values
+            .iter()
+            .find(|(field, _)| field == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// Whether a part is one of DeepStack's images: any part with a file name (DeepStack
+/// takes every file of the form), or one named `image` or `image<N>` without
+/// (CodeProject.AI documents `imageN`).
+fn is_image_part(name: &str, file_name: Option<&str>) -> bool {
+    file_name.is_some()
+        || name
+            .strip_prefix("image")
+            .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// Reads a form in either encoding: `multipart/form-data` (its image parts, see
+/// [`is_image_part`], `limit` bytes in all) or `application/x-www-form-urlencoded`
+/// (values only). Any other body is an empty form.
+pub async fn read_form(request: Request, limit: u64) -> Result<Files, Refusal> {
+    if media_type(request.headers()) == "application/x-www-form-urlencoded" {
+        let body = axum::body::to_bytes(request.into_body(), MAX_VALUE_BYTES * 4)
+            .await
+            .map_err(|_| Refusal::TooLarge(messages::too_large(MAX_VALUE_BYTES as u64 * 4)))?;
+        return Ok(Files {
+            files: Vec::new(),
+            values: form_urlencoded::parse(&body).into_owned().collect(),
+        });
+    }
+    let full_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let Some(boundary) = super::super::part_headers::boundary(&full_type) else {
+        return Ok(Files::default());
+    };
+    let (parts, body) = request.into_parts();
+    let request = Request::from_parts(parts, super::super::part_headers::guard(body, &boundary));
+    let Ok(mut multipart) = Multipart::from_request(request, &()).await else {
+        return Ok(Files::default());
+    };
+    let malformed = |error: MultipartError| unreadable(error, limit);
+    let mut form = Files::default();
+    let mut total = 0u64;
+    loop {
+        let mut field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(error) if form.files.is_empty() && form.values.is_empty() => {
+                match malformed(error) {
+                    Refusal::Unreadable(StatusCode::BAD_REQUEST, _) => break,
+                    refusal => return Err(refusal),
+                }
+            }
+            Err(error) => return Err(malformed(error)),
+        };
+        let name = field.name().unwrap_or_default().to_owned();
+        if is_image_part(&name, field.file_name()) {
+            let mut bytes = BytesMut::new();
+            while let Some(chunk) = field.chunk().await.map_err(malformed)? {
+                total += chunk.len() as u64;
+                if total > limit {
+                    return Err(Refusal::TooLarge(messages::too_large(limit)));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            form.files.push(bytes.freeze());
+        } else {
+            let mut value = Vec::new();
+            while let Some(chunk) = field.chunk().await.map_err(malformed)? {
+                let room = MAX_VALUE_BYTES.saturating_sub(value.len());
+                value.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            form.values
+                .push((name, String::from_utf8_lossy(&value).into_owned()));
+        }
+    }
+    Ok(form)
+}
+
 /// Why a multipart body could not be read.
 fn unreadable(error: MultipartError, limit: u64) -> Refusal {
     if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -235,7 +328,9 @@ pub struct Found {
     pub embeddings: Vec<Embedding>,
     /// The network's share.
     pub inference: Duration,
-    /// Decoding and detection together.
+    /// The embeddings' share (zero without them).
+    pub embedding: Duration,
+    /// Decoding, detection and embeddings together.
     pub process: Duration,
 }
 
@@ -272,6 +367,7 @@ pub async fn detect(
         metrics.detection_seconds(inference);
         faces.sort_by(|a, b| b.score.total_cmp(&a.score));
         faces.truncate(max_faces.max(1));
+        let embedding = Instant::now();
         let embeddings = match recognizer {
             Some(recognizer) if !faces.is_empty() => {
                 let rects: Vec<FaceRect> = faces.iter().map(FaceRect::of).collect();
@@ -279,12 +375,14 @@ pub async fn detect(
             }
             _ => Vec::new(),
         };
+        let embedding = embedding.elapsed();
         Ok(Found {
             width: image.width(),
             height: image.height(),
             faces,
             embeddings,
             inference,
+            embedding,
             process: started.elapsed(),
         })
     })

@@ -60,6 +60,27 @@ impl Scale {
     }
 }
 
+/// Recognition: the confidence (DeepStack, CodeProject.AI) and similarity
+/// (CompreFace) of a face at Euclidean `distance` from a subject's nearest example,
+/// with the match distance `within`. 1 at distance 0, falling with the square of
+/// the distance (DeepStack's own `(cos + 1) / 2` is `1 - d²/4` for unit vectors) to
+/// [`NAMED_AT`] at `within`; beyond `within`, `None`: the face is unknown whatever
+/// threshold a client sends. So a client that sends DeepStack's default names
+/// exactly the faces within the match distance, the clients' lower defaults
+/// (deepstack-python's 0.45, double-take's 40 and 60 %) name no more, and a
+/// stricter threshold is a smaller distance (0.8: `within` x 0.79).
+pub fn similarity(distance: f32, within: f32) -> Option<f32> {
+    if !(distance.is_finite() && within > 0.0 && distance <= within) {
+        return None;
+    }
+    let ratio = distance.max(0.0) / within;
+    Some(1.0 - (1.0 - NAMED_AT) * ratio * ratio)
+}
+
+/// The confidence of a face at the match distance: DeepStack's (and
+/// CodeProject.AI's) default `min_confidence` for recognition.
+pub const NAMED_AT: f32 = 0.67;
+
 fn clamp01(value: f32) -> f32 {
     if value.is_nan() {
         0.0
@@ -92,6 +113,21 @@ mod tests {
         assert!(close(COMPREFACE.threshold(0.4, 0.5), 0.25));
         assert!(close(COMPREFACE.threshold(0.9, 0.5), 0.75));
         assert!(close(DEEPSTACK.threshold(0.775, 0.5), 0.75));
+    }
+
+    #[test]
+    fn similarity_is_one_at_zero_and_deepstacks_default_at_the_match_distance() {
+        assert_eq!(similarity(0.0, 0.6), Some(1.0));
+        assert!(close(similarity(0.6, 0.6).unwrap(), NAMED_AT));
+        assert!(close(similarity(0.3, 0.6).unwrap(), 0.9175));
+        assert!(close(similarity(0.5, 0.6).unwrap(), 0.770_833));
+        assert_eq!(similarity(0.6001, 0.6), None);
+        assert_eq!(similarity(f32::NAN, 0.6), None);
+        // Decreasing: a stricter threshold is a smaller distance.
+        let values: Vec<f32> = (0..=60)
+            .map(|d| similarity(d as f32 / 100.0, 0.6).unwrap())
+            .collect();
+        assert!(values.windows(2).all(|w| w[0] > w[1]));
     }
 
     #[test]
