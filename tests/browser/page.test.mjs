@@ -147,6 +147,24 @@ describe('web page in Chromium', () => {
     assert.equal(await page.locator('#viewer .box').count(), 2);
     await expectText(page.locator('#viewer-title'), '2 faces');
     await waitImagesLoaded(page, '#viewer-img');
+
+    // 4. "This is Anna": click a box, type the name; the box then shows it, and the
+    // server has the subject with that face as its example.
+    const name = `Person ${Date.now()}`;
+    await page.locator('#viewer .box').first().click();
+    await page.locator('#name-form').waitFor({ state: 'visible' });
+    await expectText(page.locator('#name-label'), 'Who is face 1?');
+    await page.locator('#name-input').fill(name);
+    await page.locator('#name-form button[type="submit"]').click();
+    await expectText(page.locator('#name-status'), `Named ${name}.`);
+    await expectText(page.locator('#viewer .box').first().locator('.box-name'), name);
+    const subjects = await (await fetch(`${server.url}/subjects`)).json();
+    const subject = subjects.subjects.find((s) => s.name === name);
+    assert.ok(subject, `subject ${name} created: ${JSON.stringify(subjects)}`);
+    assert.equal(subject.examples_count, 1);
+    const shown = await (await fetch(`${server.url}/image/${uploadedId}`)).json();
+    assert.deepEqual(shown.faces.map((f) => f.subject), [name, null]);
+
     await page.keyboard.press('Escape');
     await viewer.waitFor({ state: 'hidden' });
     assert.equal(await viewer.evaluate((d) => d.open), false);

@@ -12,6 +12,9 @@ const feedStatus = $('feed-status');
 const viewer = $('viewer');
 const viewerImg = $('viewer-img');
 const stage = $('viewer-stage');
+const nameForm = $('name-form');
+const nameInput = $('name-input');
+const nameStatus = $('name-status');
 
 const MAX_PARALLEL = 3;   // uploads in flight at once (a big drop should not trip the rate limit)
 const POLL_MS = 1000;     // status polling interval for our own uploads
@@ -286,6 +289,12 @@ window.addEventListener('drop', (e) => e.preventDefault());
 
 // ---------- gallery ----------
 
+// The subjects named in a result, once each, for its card.
+function namesOf(d) {
+  const names = new Set((d.faces || []).map((f) => f.subject).filter(Boolean));
+  return [...names].join(', ');
+}
+
 function addCard(d) {
   if (!d || !d.id || !d.image_url || cards.has(d.id)) return;
   const n = Number(d.faces_count) || 0;
@@ -303,7 +312,10 @@ function addCard(d) {
   const time = el('time', 'time', shortTime(iso));
   if (iso) { time.dateTime = iso; time.title = longTime(iso); }
   const meta = el('span', 'meta');
-  meta.append(el('span', 'count', countText(n)), time);
+  meta.append(el('span', 'count', countText(n)));
+  const names = namesOf(d);
+  if (names) meta.append(el('span', 'names', names));
+  meta.append(time);
   card.append(img, meta);
   card.addEventListener('click', () => openViewer(d.id));
 
@@ -410,18 +422,24 @@ function fitViewer() {
 }
 
 function drawBoxes() {
-  stage.querySelectorAll('.box, .landmark').forEach((n) => n.remove());
+  stage.querySelectorAll('.box, .landmark').forEach((node) => node.remove());
   const nw = viewerImg.naturalWidth;
   const nh = viewerImg.naturalHeight;
   if (!shown || !nw || !nh) return;
   const pct = (v, total) => `${(Number(v) / total) * 100}%`;
-  for (const f of shown.faces || []) {
-    const box = el('div', 'box');
+  (shown.faces || []).forEach((f, i) => {
+    const box = el('button', 'box');
+    box.type = 'button';
     box.style.left = pct(f.x, nw);
     box.style.top = pct(f.y, nh);
     box.style.width = pct(f.width, nw);
     box.style.height = pct(f.height, nh);
-    if (typeof f.score === 'number') box.title = `score ${f.score.toFixed(2)}`;
+    const score = typeof f.score === 'number' ? `score ${f.score.toFixed(2)}` : '';
+    box.title = f.subject ? `${f.subject} (distance ${f.distance}), ${score}` : `${score}; click to name`;
+    box.setAttribute('aria-label', f.subject ? `Face ${i + 1}: ${f.subject}` : `Face ${i + 1}: name it`);
+    if (i === selectedFace) box.classList.add('selected');
+    if (f.subject) box.append(el('span', 'box-name', f.subject));
+    box.addEventListener('click', () => selectFace(i));
     stage.append(box);
     for (const p of f.landmarks || []) {
       const dot = el('div', 'landmark');
@@ -429,8 +447,73 @@ function drawBoxes() {
       dot.style.top = pct(p[1], nh);
       stage.append(dot);
     }
-  }
+  });
 }
+
+// ---------- naming a face ----------
+
+let selectedFace = null;
+
+async function api(method, path, body) {
+  const headers = { Accept: 'application/json', ...authHeaders() };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: 'no-store' });
+  if (r.status === 401) askForKey();
+  let data = null;
+  try { data = await r.json(); } catch { /* no body */ }
+  return { ok: r.ok, status: r.status, data };
+}
+
+async function loadSubjects() {
+  const r = await api('GET', '/subjects');
+  const list = $('subject-list');
+  list.replaceChildren();
+  for (const s of (r.ok && r.data.subjects) || []) {
+    const option = el('option');
+    option.value = s.name;
+    list.append(option);
+  }
+  return (r.ok && r.data.subjects) || [];
+}
+
+function selectFace(i) {
+  selectedFace = i;
+  drawBoxes();
+  $('name-label').textContent = `Who is face ${i + 1}?`;
+  nameInput.value = (shown.faces[i] && shown.faces[i].subject) || '';
+  nameStatus.textContent = '';
+  nameForm.hidden = false;
+  nameInput.focus();
+  loadSubjects();
+}
+
+nameForm.addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const name = nameInput.value.trim();
+  if (!shown || selectedFace === null || !name) return;
+  const id = shown.id;
+  const face = selectedFace;
+  nameStatus.textContent = 'Saving…';
+  try {
+    const subjects = await loadSubjects();
+    let subject = subjects.find((s) => s.name.toLowerCase() === name.toLowerCase());
+    if (!subject) {
+      const created = await api('POST', '/subjects', { name });
+      if (!created.ok) throw messagesFrom(created.data);
+      subject = created.data;
+    }
+    const added = await api('POST', `/subjects/${encodeURIComponent(subject.id)}/examples`, { image_id: id, face });
+    if (!added.ok) throw messagesFrom(added.data);
+    // Names are given when a result is read: read it again to show them.
+    const fresh = await api('GET', `/image/${encodeURIComponent(id)}`);
+    if (fresh.ok && cards.has(id)) cards.get(id).data = fresh.data;
+    if (fresh.ok && shown && shown.id === id) { shown = fresh.data; drawBoxes(); }
+    nameStatus.textContent = `Named ${subject.name}.`;
+  } catch (msgs) {
+    const text = Array.isArray(msgs) && msgs.length ? msgs.join(' ') : 'Could not save the name.';
+    nameStatus.textContent = text;
+  }
+});
 
 function onViewerImageLoad() {
   fitViewer();
@@ -441,6 +524,8 @@ function openViewer(id) {
   const c = cards.get(id);
   if (!c) return;
   shown = c.data;
+  selectedFace = null;
+  nameForm.hidden = true;
   const n = Number(shown.faces_count) || 0;
   const iso = shown.processed_at || shown.created_at || '';
   lastFocus = document.activeElement;
