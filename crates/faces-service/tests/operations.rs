@@ -161,6 +161,43 @@ async fn openapi_document_matches_real_responses() {
     assert_eq!(status, 200);
     assert_matches(&document, &responses("/readyz", "get", 200), &ready);
 
+    // Recognition: a subject, an example from the stored face, a search by it.
+    let created = app
+        .http
+        .post(app.url("/subjects"))
+        .json(&json!({"name": "Kit"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let subject: Value = created.json().await.unwrap();
+    assert_matches(&document, &responses("/subjects", "post", 201), &subject);
+    let examples = format!("/subjects/{}/examples", subject["id"].as_str().unwrap());
+    let added = app
+        .http
+        .post(app.url(&examples))
+        .json(&json!({"image_id": id, "face": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 201);
+    let example: Value = added.json().await.unwrap();
+    assert_matches(
+        &document,
+        &responses("/subjects/{id}/examples", "post", 201),
+        &example,
+    );
+    let (status, listed) = app.get_json("/subjects").await;
+    assert_eq!(status, 200);
+    assert_matches(&document, &responses("/subjects", "get", 200), &listed);
+    let (status, found) = app.get_json(&format!("/search?image_id={id}&face=0")).await;
+    assert_eq!(status, 200, "{found}");
+    assert_matches(&document, &responses("/search", "get", 200), &found);
+    let (status, named) = app.get_json(&format!("/image/{id}")).await;
+    assert_eq!(status, 200);
+    assert!(named["faces"][0]["subject"].is_string(), "{named}");
+    assert_matches(&document, &responses("/image/{id}", "get", 200), &named);
+
     // A schema that disagrees with the body is caught: the check itself can fail.
     let mut wrong = accepted.clone();
     wrong["id"] = json!("not-a-uuid");
