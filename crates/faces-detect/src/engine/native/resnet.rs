@@ -4,10 +4,7 @@
 //! residual additions, pools and the last fully connected layer are plain loops over
 //! the channel-blocked maps (a small share of the work).
 
-use super::kernels::{
-    dense, paired_weights, rows_of, winograd, winograd_fits, Dense, Isa, Plane, Winograd,
-    WinogradScratch, LANES,
-};
+use super::kernels::{dense, paired_weights, rows_of, Dense, Isa, IsaKind, Plane, LANES};
 
 /// One of dlib's layers, in the order the network runs them (input first).
 #[derive(Debug, Clone)]
@@ -71,7 +68,6 @@ struct PackedConv {
     kernel: usize,
     stride: usize,
     padding: usize,
-    winograd: Option<Winograd>,
 }
 
 impl PackedConv {
@@ -160,6 +156,7 @@ impl DlibNetwork {
         let mut size = description.size;
         let mut tags: [(usize, usize); 3] = [(0, 0); 3];
         let mut outputs = 0;
+        let wide = isa.kind() == IsaKind::Avx512;
         let mut layers = description.layers.iter().peekable();
         while let Some(layer) = layers.next() {
             match layer {
@@ -183,9 +180,9 @@ impl DlibNetwork {
                     let first = ops.is_empty();
                     let out_size = (size + 2 * padding - kernel) / stride + 1;
                     let conv = pack(
-                        weights, bias, &scale, &shift, channels, *kernel, relu, first,
+                        weights, bias, &scale, &shift, channels, *kernel, relu, first, wide,
                     );
-                    let conv = if first {
+                    ops.push(if first {
                         Op::Stem {
                             conv: PackedConv {
                                 stride: 1,
@@ -201,20 +198,8 @@ impl DlibNetwork {
                         Op::Conv(PackedConv {
                             stride: *stride,
                             padding: *padding,
-                            winograd: None,
                             ..conv
                         })
-                    };
-                    ops.push(match conv {
-                        Op::Conv(c) => {
-                            let winograd = if c.kernel == 3 && c.stride == 1 {
-                                Winograd::new(&c.dense())
-                            } else {
-                                None
-                            };
-                            Op::Conv(PackedConv { winograd, ..c })
-                        }
-                        stem => stem,
                     });
                     channels = *out;
                     size = out_size;
@@ -279,7 +264,6 @@ impl DlibNetwork {
         assert_eq!(rgb.len(), self.size * self.size * 3);
         let mut map = Map::zeros(0, 0, 0);
         let mut tags: [Option<Map>; 3] = [None, None, None];
-        let mut scratch = WinogradScratch::default();
         let mut result = Vec::new();
         for op in &self.ops {
             map = match op {
@@ -290,9 +274,9 @@ impl DlibNetwork {
                     out_size,
                 } => {
                     let gathered = self.gather(rgb, *kernel, *stride, *out_size);
-                    self.conv(conv, &gathered, &mut scratch)
+                    self.conv(conv, &gathered)
                 }
-                Op::Conv(conv) => self.conv(conv, &map, &mut scratch),
+                Op::Conv(conv) => self.conv(conv, &map),
                 Op::MaxPool { kernel, stride } => pool(&map, *kernel, *stride, true),
                 Op::AvgPool { kernel, stride } => pool(&map, *kernel, *stride, false),
                 Op::Tag(t) => {
@@ -346,37 +330,21 @@ impl DlibNetwork {
         map
     }
 
-    fn conv(&self, conv: &PackedConv, input: &Map, scratch: &mut WinogradScratch) -> Map {
+    fn conv(&self, conv: &PackedConv, input: &Map) -> Map {
         let dense_conv = conv.dense();
         let plane = dense_conv.out_plane(input.plane);
         let mut out = Map::zeros(plane.height, plane.width, conv.bias.len());
-        let rows = plane.interior_rows();
-        match &conv.winograd {
-            Some(wino) if winograd_fits(input.plane) => {
-                rows_of(&mut out.data, plane, rows, |o| {
-                    winograd(
-                        self.isa,
-                        &dense_conv,
-                        wino,
-                        &input.data,
-                        input.plane,
-                        o,
-                        0,
-                        scratch,
-                    )
-                });
-            }
-            _ => rows_of(&mut out.data, plane, rows, |o| {
-                dense(self.isa, &dense_conv, &input.data, input.plane, o, 0)
-            }),
-        }
+        rows_of(&mut out.data, plane, plane.interior_rows(), |o| {
+            dense(self.isa, &dense_conv, &input.data, input.plane, o, 0)
+        });
         out
     }
 }
 
 /// `weights` (`[out][in][ky][kx]`) times `scale`, `bias * scale + shift`, packed
 /// as the dense kernel reads them (`[out block][tap][in][LANES]`); `as_1x1`: all
-/// taps as input channels of one tap (the stem's gathered input).
+/// taps as input channels of one tap (the stem's gathered input); `wide`: with the
+/// AVX-512 tiles' paired copy.
 #[allow(clippy::too_many_arguments)]
 fn pack(
     weights: &[f32],
@@ -387,6 +355,7 @@ fn pack(
     kernel: usize,
     relu: bool,
     as_1x1: bool,
+    wide: bool,
 ) -> PackedConv {
     let out = bias.len();
     let out_padded = out.div_ceil(LANES) * LANES;
@@ -412,7 +381,12 @@ fn pack(
     }
     let out_blocks = out_padded / LANES;
     PackedConv {
-        paired: paired_weights(&packed, out_blocks),
+        // Only the AVX-512 tiles read the paired copy: elsewhere it would only take memory.
+        paired: if wide {
+            paired_weights(&packed, out_blocks)
+        } else {
+            Vec::new()
+        },
         weights: packed,
         bias: folded,
         slope: vec![if relu { 0.0 } else { 1.0 }; out_padded],
@@ -424,7 +398,6 @@ fn pack(
         kernel,
         stride: 1,
         padding: 0,
-        winograd: None,
     }
 }
 

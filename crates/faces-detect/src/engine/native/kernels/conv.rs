@@ -19,7 +19,8 @@ pub(crate) fn dense(
     match isa.kind() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: an `Isa` of kind `Avx2Fma` is only made where the CPU has AVX2 and FMA, of kind `Avx512`
-        // where it also has AVX-512 F + DQ; sizes checked above.
+        // where it also has AVX-512 F + DQ; sizes checked above (`paired` sized
+        // whenever it is not empty, and the wide tiles run only then).
         IsaKind::Avx2Fma | IsaKind::Avx512 => unsafe {
             avx2::dense(
                 conv,
@@ -27,7 +28,8 @@ pub(crate) fn dense(
                 in_plane,
                 out,
                 out_block,
-                isa.kind() == IsaKind::Avx512,
+                // The wide tiles read `paired`; without it the AVX2 tiles run.
+                isa.kind() == IsaKind::Avx512 && !conv.paired.is_empty(),
             )
         },
         _ => dense_scalar(conv, input, in_plane, out, out_block),

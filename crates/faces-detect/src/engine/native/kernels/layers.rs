@@ -12,7 +12,8 @@ pub(crate) struct Dense<'a> {
     /// `[out block][tap][input channel][LANES]`, tap = ky * kernel + kx.
     pub weights: &'a [f32],
     /// The same weights for the AVX-512 tiles, which hold two neighbouring output
-    /// blocks in one register: [`paired_weights`] of `weights`.
+    /// blocks in one register: [`paired_weights`] of `weights`; or empty, and the
+    /// AVX2 tiles run instead.
     pub paired: &'a [f32],
     /// `out_blocks * LANES` each.
     pub bias: &'a [f32],
@@ -83,7 +84,9 @@ impl Dense<'_> {
         assert_eq!(self.slope.len(), self.bias.len());
         let per_block = self.taps() * self.in_channels * LANES;
         assert_eq!(self.weights.len(), self.out_blocks() * per_block);
-        assert_eq!(self.paired.len(), self.out_blocks() / 2 * 2 * per_block);
+        assert!(
+            self.paired.is_empty() || self.paired.len() == self.out_blocks() / 2 * 2 * per_block
+        );
         assert!(in_plane.lanes > 0 && in_plane.lanes <= LANES);
         assert!(input.len() >= self.in_blocks(in_plane) * in_plane.len());
         assert!(out.plane.same_shape(self.out_plane(in_plane)));
