@@ -72,7 +72,9 @@ impl Db {
     }
 
     /// Up to `limit` stored embeddings after `after` (a `(submission id, face index)`
-    /// of the previous page), in key order: the index reads them all at start.
+    /// of the previous page), in key order: the index reads them all at start. The
+    /// row-value comparison is a range on the primary key in both databases, so each
+    /// page costs its own rows, not a scan.
     pub async fn stored_embeddings(
         &self,
         after: Option<(Uuid, u32)>,
@@ -84,7 +86,7 @@ impl Db {
         let rows = sqlx::query(
             "SELECT f.submission_id, f.face_index, f.embedding, s.created_at FROM face_embeddings f \
              JOIN submissions s ON s.id = f.submission_id \
-             WHERE f.submission_id > $1 OR (f.submission_id = $1 AND f.face_index > $2) \
+             WHERE (f.submission_id, f.face_index) > ($1, $2) \
              ORDER BY f.submission_id, f.face_index LIMIT $3",
         )
         .bind(id)
