@@ -618,6 +618,22 @@ async fn find_this_person_newest_first_by_photo_or_stored_face() {
             "{query}"
         );
     }
+    // A node started later reads the stored faces from the database.
+    let later = TestApp::start_config(common::sibling(&app.config), Role::Serve).await;
+    let (status, again) = later
+        .get_json(&format!("/search?image_id={}&face=0", obama[1]))
+        .await;
+    assert_eq!(status, 200, "{again}");
+    let ids = |found: &Value| -> Vec<Value> {
+        found["matches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["image_id"].clone())
+            .collect()
+    };
+    assert_eq!(ids(&again), ids(&by_face));
+
     let (status, error) = post_photo(&app, "/search", "known_counts/fr_two_people.jpg").await;
     assert_eq!(
         (status, error),
