@@ -65,8 +65,10 @@ pub struct Config {
     pub max_faces: usize,
     /// Which processed photos get an embedding of each face (to name them and to
     /// search them): all, subjects (only while at least one subject exists: no cost
-    /// until someone is to be recognised) or off.
-    #[arg(long, env = "FACES_RECOGNITION", default_value = "all")]
+    /// until someone is to be recognised) or off. Embeddings halve the throughput on
+    /// photos of six faces on average (docs/design/recognition-model.md), hence
+    /// `subjects` by default.
+    #[arg(long, env = "FACES_RECOGNITION", default_value = "subjects")]
     pub recognition: Recognition,
     /// Two faces are the same person at this Euclidean distance between their
     /// embeddings or less (dlib's model: 0.6). A face is named after the nearest

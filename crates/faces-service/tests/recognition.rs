@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{next_message, read, TestApp, DEADLINE};
+use faces_service::recognition::Recognition;
 use faces_service::Role;
 use serde_json::{json, Value};
 
@@ -373,7 +374,8 @@ async fn a_person_is_named_in_other_photos_of_them_and_only_there() {
 
 #[tokio::test]
 async fn a_face_from_the_gallery_becomes_an_example() {
-    let app = TestApp::start().await;
+    // Every face gets an embedding, subjects or not (the default waits for one).
+    let app = TestApp::start_with(|c| c.recognition = Recognition::All).await;
     let pair = processed(&app, "known_counts/fr_kit_with_rose.jpg").await;
     let pair_id = pair["id"].as_str().unwrap();
     assert_eq!(pair["faces_count"], 2);
@@ -456,8 +458,7 @@ async fn a_face_from_the_gallery_becomes_an_example() {
 
 #[tokio::test]
 async fn recognition_off_stores_no_embedding_yet_a_face_can_still_be_named() {
-    let app =
-        TestApp::start_with(|c| c.recognition = faces_service::recognition::Recognition::Off).await;
+    let app = TestApp::start_with(|c| c.recognition = Recognition::Off).await;
     let pair = processed(&app, "known_counts/fr_kit_with_rose.jpg").await;
     let id = pair["id"].as_str().unwrap();
     let kit = subject(&app, "Kit").await;
@@ -480,9 +481,7 @@ async fn recognition_off_stores_no_embedding_yet_a_face_can_still_be_named() {
 
 #[tokio::test]
 async fn recognition_for_subjects_starts_with_the_first_subject() {
-    let app =
-        TestApp::start_with(|c| c.recognition = faces_service::recognition::Recognition::Subjects)
-            .await;
+    let app = TestApp::start_with(|c| c.recognition = Recognition::Subjects).await;
     let before = processed(&app, "known_counts/fr_biden.jpg").await;
     let (_, found) = app
         .get_json(&format!(
@@ -512,7 +511,8 @@ async fn recognition_for_subjects_starts_with_the_first_subject() {
 
 #[tokio::test]
 async fn find_this_person_newest_first_by_photo_or_stored_face() {
-    let app = TestApp::start().await;
+    // Every face gets an embedding, subjects or not (the default waits for one).
+    let app = TestApp::start_with(|c| c.recognition = Recognition::All).await;
     let mut obama = Vec::new();
     for photo in [
         "known_counts/fr_obama.jpg",
@@ -646,7 +646,7 @@ async fn find_this_person_newest_first_by_photo_or_stored_face() {
 
 #[tokio::test]
 async fn a_rename_on_one_node_reaches_the_others() {
-    let first = TestApp::start().await;
+    let first = TestApp::start_with(|c| c.recognition = Recognition::All).await;
     let second = TestApp::start_config(common::sibling(&first.config), Role::Serve).await;
     let result = processed(&first, "known_counts/fr_biden.jpg").await;
     let id = result["id"].as_str().unwrap();
