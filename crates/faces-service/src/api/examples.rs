@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::peers::detection::{self, Refusal};
 use crate::db::SubjectError;
-use crate::recognition::{Example, Rect, Source};
+use crate::recognition::{Example, Recognition, Rect, Source};
 use crate::state::AppState;
 use crate::store::{example_key, StoreError};
 use crate::submission::{FaceBox, Status};
@@ -220,18 +220,35 @@ pub async fn stored_face(
     {
         return Ok((rect, embedding));
     }
-    // Processed while recognition was off: the original still holds the face.
+    // Processed without embeddings (recognition off, or before the first subject):
+    // the original still holds the faces. Unless recognition is off, all of them are
+    // embedded and kept, so this face is named from now on and the photo's faces are
+    // found by searches.
     let original = match state.store.get(&submission.original_key).await {
         Ok(original) => original,
         Err(StoreError::NotFound(_)) => return Err(StoredRefused::OriginalGone),
         Err(error) => return Err(StoredRefused::Store(error)),
     };
-    let rects: Vec<FaceRect> = vec![rect.face_rect()];
-    let embedding = detection::embed(state, original, rects)
+    let rects: Vec<FaceRect> = faces.iter().map(|f| Rect::from(f).face_rect()).collect();
+    let embeddings = detection::embed(state, original, rects)
         .await
-        .map_err(StoredRefused::Photo)?
-        .pop()
+        .map_err(StoredRefused::Photo)?;
+    let embedding = *embeddings
+        .get(face)
         .ok_or(StoredRefused::Photo(Refusal::Failed))?;
+    let kept: Vec<(u32, Embedding)> = (0u32..).zip(embeddings).collect();
+    if state.config.recognition == Recognition::Off {
+        return Ok((rect, embedding));
+    }
+    state
+        .db
+        .keep_embeddings(image, &kept)
+        .await
+        .map_err(StoredRefused::Database)?;
+    if !state.index.has_submission(image) {
+        let created_at = submission.created_at.timestamp_micros();
+        state.index.add_faces(image, created_at, &kept);
+    }
     Ok((rect, embedding))
 }
 

@@ -62,6 +62,31 @@ impl Db {
         row.map(|row| embedding_from(&row, "embedding")).transpose()
     }
 
+    /// Keeps the embeddings of submission `id`'s faces, computed after it was
+    /// processed without them; faces that have one already keep theirs. One
+    /// statement: all are kept or none.
+    pub async fn keep_embeddings(&self, id: Uuid, faces: &[(u32, Embedding)]) -> sqlx::Result<()> {
+        if faces.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<String> = (0..faces.len())
+            .map(|n| format!("($1, ${}, ${})", 2 * n + 2, 2 * n + 3))
+            .collect();
+        let sql = format!(
+            "INSERT INTO face_embeddings (submission_id, face_index, embedding) VALUES {} \
+             ON CONFLICT (submission_id, face_index) DO NOTHING",
+            rows.join(", ")
+        );
+        let mut insert = sqlx::query(&sql).bind(id.to_string());
+        for (face, embedding) in faces {
+            insert = insert
+                .bind(i64::from(*face))
+                .bind(embedding.to_le_bytes().to_vec());
+        }
+        insert.execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// How many of submission `id`'s faces have an embedding.
     pub async fn embeddings_count(&self, id: Uuid) -> sqlx::Result<i64> {
         sqlx::query("SELECT COUNT(*) AS n FROM face_embeddings WHERE submission_id = $1")
