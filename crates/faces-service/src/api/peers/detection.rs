@@ -136,6 +136,22 @@ pub fn media_type(headers: &HeaderMap) -> String {
         .to_ascii_lowercase()
 }
 
+/// The request's multipart body, its parts' headers guarded; `None` if it is not
+/// multipart (no boundary) or cannot be read as such: the peers then answer as for
+/// a missing image.
+async fn multipart(request: Request) -> Option<Multipart> {
+    let full_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let boundary = super::super::part_headers::boundary(&full_type)?;
+    let (parts, body) = request.into_parts();
+    let request = Request::from_parts(parts, super::super::part_headers::guard(body, &boundary));
+    Multipart::from_request(request, &()).await.ok()
+}
+
 /// Reads a `multipart/form-data` body: the first part named `file_field` (a file or
 /// not, whatever its name and content type: the format is told from the bytes) up to
 /// `limit` bytes, and the other parts as values. `Ok` with no file if the body is not
@@ -145,18 +161,7 @@ pub async fn read_multipart(
     file_field: &str,
     limit: u64,
 ) -> Result<Form, Refusal> {
-    let full_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let Some(boundary) = super::super::part_headers::boundary(&full_type) else {
-        return Ok(Form::default());
-    };
-    let (parts, body) = request.into_parts();
-    let request = Request::from_parts(parts, super::super::part_headers::guard(body, &boundary));
-    let Ok(mut multipart) = Multipart::from_request(request, &()).await else {
+    let Some(mut multipart) = multipart(request).await else {
         return Ok(Form::default());
     };
     let malformed = |error: MultipartError| unreadable(error, limit);
@@ -237,18 +242,7 @@ pub async fn read_form(request: Request, limit: u64) -> Result<Files, Refusal> {
             values: form_urlencoded::parse(&body).into_owned().collect(),
         });
     }
-    let full_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let Some(boundary) = super::super::part_headers::boundary(&full_type) else {
-        return Ok(Files::default());
-    };
-    let (parts, body) = request.into_parts();
-    let request = Request::from_parts(parts, super::super::part_headers::guard(body, &boundary));
-    let Ok(mut multipart) = Multipart::from_request(request, &()).await else {
+    let Some(mut multipart) = multipart(request).await else {
         return Ok(Files::default());
     };
     let malformed = |error: MultipartError| unreadable(error, limit);
