@@ -524,22 +524,7 @@ impl Db {
         &self,
         ids: &[Uuid],
     ) -> sqlx::Result<std::collections::HashSet<Uuid>> {
-        let mut existing = std::collections::HashSet::new();
-        for chunk in ids.chunks(500) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
-            let sql = format!(
-                "SELECT id FROM examples WHERE id IN ({})",
-                placeholders.join(", ")
-            );
-            let mut query = sqlx::query(&sql);
-            for id in chunk {
-                query = query.bind(id.to_string());
-            }
-            for row in query.fetch_all(&self.pool).await? {
-                existing.insert(parse_uuid(&row.try_get::<String, _>("id")?)?);
-            }
-        }
-        Ok(existing)
+        self.existing_ids("examples", ids).await
     }
 }
 

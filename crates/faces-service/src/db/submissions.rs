@@ -136,12 +136,21 @@ impl Db {
         &self,
         ids: &[Uuid],
     ) -> sqlx::Result<std::collections::HashSet<Uuid>> {
+        self.existing_ids("submissions", ids).await
+    }
+
+    /// Which of `ids` are the `id` of a row of `table` (a name from this crate).
+    pub(super) async fn existing_ids(
+        &self,
+        table: &'static str,
+        ids: &[Uuid],
+    ) -> sqlx::Result<std::collections::HashSet<Uuid>> {
         let mut existing = std::collections::HashSet::new();
         // Well under SQLite's and PostgreSQL's limits on bound parameters.
         for chunk in ids.chunks(500) {
             let placeholders: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
             let sql = format!(
-                "SELECT id FROM submissions WHERE id IN ({})",
+                "SELECT id FROM {table} WHERE id IN ({})",
                 placeholders.join(", ")
             );
             let mut query = sqlx::query(&sql);
