@@ -1,9 +1,10 @@
-//! The README's configuration table against the real binary: `faces serve --help`
+//! The configuration table (docs/configuration.md; the README links it) against
+//! the real binary: `faces serve --help`
 //! lists every flag with its environment variable and default, and the table must
 //! list exactly those flags, each with the variable the help shows and (unless the
 //! default depends on the machine) the same default. So a flag added to, renamed in
 //! or removed from `Config` (crates/faces-service/src/config.rs) or `faces serve`
-//! (crates/faces/src/main.rs) fails here until the README says so too.
+//! (crates/faces/src/main.rs) fails here until the table says so too.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -149,7 +150,7 @@ fn configuration_table(readme: &str) -> Vec<Row> {
 }
 
 fn readme() -> String {
-    let path = support::repo_file("README.md");
+    let path = support::repo_file("docs/configuration.md");
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
