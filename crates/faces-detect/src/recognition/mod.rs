@@ -31,6 +31,13 @@ use shape_predictor::ShapePredictor;
 const SHAPE_MODEL: &[u8] = include_bytes!("../../model/shape_predictor_5_face_landmarks.dat");
 const RESNET_MODEL: &[u8] = include_bytes!("../../model/dlib_face_recognition_resnet_model_v1.dat");
 
+/// The instruction set distances run on, asked once: every face read is named by a
+/// search over the examples.
+fn isa() -> Isa {
+    static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+    *ISA.get_or_init(Isa::detect)
+}
+
 /// Numbers in an embedding.
 pub const EMBEDDING_LEN: usize = 128;
 
@@ -42,12 +49,7 @@ impl Embedding {
     /// Euclidean distance, as `face_recognition.face_distance`.
     pub fn distance(&self, other: &Embedding) -> f32 {
         let mut out = Vec::with_capacity(1);
-        squared_distances(
-            Isa::detect(),
-            &self.0,
-            std::iter::once(&other.0[..]),
-            &mut out,
-        );
+        squared_distances(isa(), &self.0, std::iter::once(&other.0[..]), &mut out);
         out[0].sqrt()
     }
 
@@ -75,12 +77,7 @@ impl Embedding {
 
 /// Euclidean distances from `query` to each of `stored`, into `out` (SIMD inside).
 pub fn distances(query: &Embedding, stored: &[Embedding], out: &mut Vec<f32>) {
-    squared_distances(
-        Isa::detect(),
-        &query.0,
-        stored.iter().map(|e| &e.0[..]),
-        out,
-    );
+    squared_distances(isa(), &query.0, stored.iter().map(|e| &e.0[..]), out);
     for d in out.iter_mut() {
         *d = d.sqrt();
     }
