@@ -496,8 +496,17 @@ async fn recognition_for_subjects_starts_with_the_first_subject() {
             .map(|m| m["image_id"].clone())
             .collect()
     };
-    // Only the photo processed once a subject existed has embeddings to find.
-    let (_, found) = app.get_json(&search(after_id)).await;
+    // Only the photo processed once a subject existed has embeddings to find. The
+    // search index hears of a processed photo through the feed's relay, a moment
+    // after its result commits.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let found = loop {
+        let (_, found) = app.get_json(&search(after_id)).await;
+        if !found_ids(&found).is_empty() || tokio::time::Instant::now() >= deadline {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(found_ids(&found), [json!(after_id)], "{found}");
     // Searching by (or naming) a face of the earlier photo embeds its faces then and
     // keeps them: from now on both photos are found.
