@@ -109,13 +109,22 @@ impl Db {
     /// the connection's transaction state can be wrong, and such a connection would
     /// hold the write lock for good or "commit" later work into a transaction that
     /// never ends (answered as accepted, yet lost).
+    ///
+    /// On SQLite the transaction takes the write lock at its start (`BEGIN
+    /// IMMEDIATE`), waiting the busy timeout for it. A deferred `BEGIN` that reads
+    /// and then writes fails at once with "database is locked" when another
+    /// connection committed in between (its snapshot is stale, and SQLite does not
+    /// wait in that case): a 503 whenever a worker polled the queue at that moment.
     pub(super) async fn transaction<T>(
         &self,
         work: impl AsyncFnOnce(&mut AnyConnection) -> sqlx::Result<T>,
     ) -> sqlx::Result<T> {
         let mut connection = self.pool.acquire().await?;
         let result = async {
-            let mut tx = connection.begin().await?;
+            let mut tx = match self.dialect {
+                Dialect::Sqlite => connection.begin_with("BEGIN IMMEDIATE").await?,
+                Dialect::Postgres => connection.begin().await?,
+            };
             let value = work(&mut tx).await?;
             tx.commit().await?;
             Ok(value)

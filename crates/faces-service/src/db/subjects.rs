@@ -627,3 +627,42 @@ fn example_from_row(row: &AnyRow) -> sqlx::Result<Example> {
         embedding: embedding_from(row, "embedding")?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A transaction that reads before it writes must not fail because another
+    /// connection wrote in between: on SQLite a deferred `BEGIN` would get
+    /// `SQLITE_BUSY` at once (its snapshot is stale; the busy timeout does not
+    /// apply), which users saw as a 503 while workers polled the queue.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deletes_succeed_while_another_connection_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("faces.db").display()
+        );
+        let db = Db::connect(&url).await.unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = tokio::spawn({
+            let (db, stop) = (db.clone(), stop.clone());
+            async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    db.check().await.unwrap();
+                }
+            }
+        });
+        for round in 0..300 {
+            let name = format!("person {round}");
+            db.create_subject(&name).await.unwrap();
+            let removed = db.delete_subjects_named(Some(&name)).await;
+            match removed {
+                Ok(removed) => assert_eq!(removed.subjects, [name], "round {round}"),
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.await.unwrap();
+    }
+}
