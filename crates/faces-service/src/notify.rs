@@ -68,7 +68,8 @@ pub async fn relay(state: &AppState) {
     }
 }
 
-/// Relays the outbox, and looks for changed examples, every [`RELAY_EVERY`] until shutdown.
+/// Relays the outbox, and looks for changed examples and kept embeddings, every
+/// [`RELAY_EVERY`] until shutdown.
 pub async fn relay_periodically(state: Arc<AppState>) {
     let mut shutdown = state.shutdown.clone();
     let stopped = async move {
@@ -80,6 +81,7 @@ pub async fn relay_periodically(state: Arc<AppState>) {
             _ = tokio::time::sleep(RELAY_EVERY) => {
                 relay(&state).await;
                 crate::refresh::examples(&state).await;
+                crate::refresh::kept(&state).await;
             }
             _ = &mut stopped => return,
         }

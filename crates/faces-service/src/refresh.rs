@@ -10,7 +10,8 @@
 //! through the feed's outbox (the relay, [`crate::notify::relay`], hands them over
 //! in `seq` order on every API node); retention drops the ones it removes here,
 //! and a search confirms its matches against the database for those removed
-//! elsewhere.
+//! elsewhere. Embeddings a node computes later for a photo processed without them
+//! (a face named or searched by) come in through `kept_embeddings` ([`kept`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -24,6 +25,8 @@ use crate::state::AppState;
 
 /// Stored embeddings read per query at start.
 const LOAD_PAGE: i64 = 5_000;
+/// `kept_embeddings` rows read per query.
+const KEPT_PAGE: i64 = 500;
 
 /// Reads the examples again if the database's version differs from the index's.
 pub async fn examples(state: &AppState) {
@@ -95,6 +98,40 @@ pub async fn load_faces(state: &AppState) {
     }
     state.index.mark_loaded();
     tracing::info!(faces = state.index.faces_len(), "search index loaded");
+}
+
+/// Adds the faces of the photos whose embeddings were kept after their processing
+/// (by any node) since the last call: every [`crate::notify::RELAY_EVERY`], so a
+/// face named or searched by on one node is found by the others' searches within
+/// that. The node that kept them added them at once; `add_faces` skips them here.
+pub async fn kept(state: &AppState) {
+    loop {
+        let rows = match state
+            .db
+            .kept_after(state.index.kept_seen(), KEPT_PAGE)
+            .await
+        {
+            Ok(rows) => rows,
+            Err(error) => return warn_limited(Fault::of_database(&error), &error),
+        };
+        let Some(&(last, _, _)) = rows.last() else {
+            return;
+        };
+        let added: Vec<(Uuid, i64)> = rows
+            .iter()
+            .filter(|(_, id, _)| !state.index.has_submission(*id))
+            .map(|(_, id, created_at)| (*id, *created_at))
+            .collect();
+        let ids: Vec<Uuid> = added.iter().map(|(id, _)| *id).collect();
+        match state.db.embeddings_of(&ids).await {
+            Ok(embeddings) => relayed(state, &added, &embeddings),
+            Err(error) => return warn_limited(Fault::of_database(&error), &error),
+        }
+        state.index.set_kept_seen(last);
+        if (rows.len() as i64) < KEPT_PAGE {
+            return;
+        }
+    }
 }
 
 /// Adds the faces of submissions the relay is sending (`(id, created_at)`), with

@@ -688,6 +688,35 @@ async fn a_rename_on_one_node_reaches_the_others() {
     }
 }
 
+#[tokio::test]
+async fn a_photo_embedded_later_on_one_node_is_found_by_the_others() {
+    // Processed before any subject: no embeddings yet.
+    let first = TestApp::start().await;
+    let second = TestApp::start_config(common::sibling(&first.config), Role::Serve).await;
+    let result = processed(&first, "known_counts/fr_obama.jpg").await;
+    let id = result["id"].as_str().unwrap();
+    let (status, found) = post_photo(&first, "/search", "known_counts/fr_obama3.jpg").await;
+    assert_eq!((status, &found["matches"]), (200, &json!([])), "{found}");
+    // Searching by its face on the second node embeds the photo and keeps them.
+    let (status, by_face) = second
+        .get_json(&format!("/search?image_id={id}&face=0"))
+        .await;
+    assert_eq!(status, 200, "{by_face}");
+    assert_eq!(by_face["matches"][0]["image_id"], id);
+    // The first node hears of it (its next look at `kept_embeddings`).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, found) = post_photo(&first, "/search", "known_counts/fr_obama3.jpg").await;
+        assert_eq!(status, 200, "{found}");
+        if found["matches"].as_array().unwrap().len() == 1 {
+            assert_eq!(found["matches"][0]["image_id"], id);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{found}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// `POST /v1/vision/face/<route>` with `fields` and image parts `(field, photo)`.
 async fn deepstack(
     app: &TestApp,

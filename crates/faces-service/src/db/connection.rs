@@ -35,6 +35,7 @@ const SQLITE_MIGRATIONS: &[(&str, &str)] = migrations![
     "common" / "0005_decode_bytes",
     "common" / "0006_mark",
     "common" / "0007_recognition",
+    "sqlite" / "0008_kept_embeddings",
 ];
 const POSTGRES_MIGRATIONS: &[(&str, &str)] = migrations![
     "common" / "0001_init",
@@ -44,6 +45,7 @@ const POSTGRES_MIGRATIONS: &[(&str, &str)] = migrations![
     "common" / "0005_decode_bytes",
     "common" / "0006_mark",
     "common" / "0007_recognition",
+    "postgres" / "0008_kept_embeddings",
 ];
 
 pub(super) type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;

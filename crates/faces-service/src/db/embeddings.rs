@@ -1,6 +1,7 @@
 //! The embedding of every face of a processed submission (`face_embeddings`):
 //! written with the result (see [`super::queue`]), read to name faces and to fill
-//! each node's search index.
+//! each node's search index. Embeddings computed later (a face named or searched
+//! by) are kept with a `kept_embeddings` row that the other nodes follow.
 
 use std::collections::HashMap;
 
@@ -8,7 +9,10 @@ use faces_detect::Embedding;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::connection::{embedding_from, parse_uuid, Db};
+use super::connection::{embedding_from, parse_uuid, Db, Dialect};
+
+/// The PostgreSQL advisory lock that orders `kept_embeddings` inserts (migration 0008).
+const KEPT_LOCK: i64 = 728_463;
 
 /// One stored face's embedding, as the index loads it.
 #[derive(Debug, Clone)]
@@ -64,7 +68,8 @@ impl Db {
 
     /// Keeps the embeddings of submission `id`'s faces, computed after it was
     /// processed without them; faces that have one already keep theirs. One
-    /// statement: all are kept or none.
+    /// transaction with a `kept_embeddings` row, which tells the other API nodes
+    /// ([`Db::kept_after`]): all are kept or none.
     pub async fn keep_embeddings(&self, id: Uuid, faces: &[(u32, Embedding)]) -> sqlx::Result<()> {
         if faces.is_empty() {
             return Ok(());
@@ -77,14 +82,56 @@ impl Db {
              ON CONFLICT (submission_id, face_index) DO NOTHING",
             rows.join(", ")
         );
-        let mut insert = sqlx::query(&sql).bind(id.to_string());
-        for (face, embedding) in faces {
-            insert = insert
-                .bind(i64::from(*face))
-                .bind(embedding.to_le_bytes().to_vec());
-        }
-        insert.execute(&self.pool).await?;
-        Ok(())
+        let dialect = self.dialect;
+        self.transaction(async |tx| {
+            let mut insert = sqlx::query(&sql).bind(id.to_string());
+            for (face, embedding) in faces {
+                insert = insert
+                    .bind(i64::from(*face))
+                    .bind(embedding.to_le_bytes().to_vec());
+            }
+            insert.execute(&mut *tx).await?;
+            if dialect == Dialect::Postgres {
+                // Held until commit: rows commit in the order of their `seq`.
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(KEPT_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query("INSERT INTO kept_embeddings (submission_id) VALUES ($1)")
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The photos whose embeddings were kept after `seq` (see
+    /// [`Db::keep_embeddings`]): `(seq, submission id, its created_at)`, in order.
+    pub async fn kept_after(&self, seq: i64, limit: i64) -> sqlx::Result<Vec<(i64, Uuid, i64)>> {
+        let rows = sqlx::query(
+            "SELECT k.seq, k.submission_id, s.created_at FROM kept_embeddings k \
+             JOIN submissions s ON s.id = k.submission_id WHERE k.seq > $1 ORDER BY k.seq LIMIT $2",
+        )
+        .bind(seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let id = parse_uuid(&row.try_get::<String, _>("submission_id")?)?;
+                Ok((row.try_get("seq")?, id, row.try_get("created_at")?))
+            })
+            .collect()
+    }
+
+    /// The last `kept_embeddings` row's `seq` (0 if none).
+    pub async fn last_kept(&self) -> sqlx::Result<i64> {
+        let row = sqlx::query("SELECT MAX(seq) AS seq FROM kept_embeddings")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<Option<i64>, _>("seq")?.unwrap_or(0))
     }
 
     /// How many of submission `id`'s faces have an embedding.

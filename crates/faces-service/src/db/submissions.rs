@@ -214,7 +214,7 @@ impl Db {
             if in_flight.is_some() {
                 return Ok(false);
             }
-            for table in ["events", "face_embeddings"] {
+            for table in ["events", "face_embeddings", "kept_embeddings"] {
                 sqlx::query(&format!("DELETE FROM {table} WHERE submission_id = $1"))
                     .bind(id.to_string())
                     .execute(&mut *tx)

@@ -9,7 +9,7 @@
 //! database, so a face removed on another node never shows up.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use faces_detect::{distances, Embedding};
@@ -128,6 +128,8 @@ pub struct Index {
     faces: RwLock<Faces>,
     /// Whether every face stored before this node started has been read in.
     loaded: AtomicBool,
+    /// The last `kept_embeddings` row read in (see [`crate::refresh::kept`]).
+    kept_seen: AtomicI64,
 }
 
 impl Default for Index {
@@ -139,6 +141,7 @@ impl Default for Index {
             })),
             faces: RwLock::new(Faces::default()),
             loaded: AtomicBool::new(false),
+            kept_seen: AtomicI64::new(0),
         }
     }
 }
@@ -204,6 +207,15 @@ impl Index {
 
     pub fn is_loaded(&self) -> bool {
         self.loaded.load(Ordering::Acquire)
+    }
+
+    /// The last `kept_embeddings` row whose faces were read in.
+    pub fn kept_seen(&self) -> i64 {
+        self.kept_seen.load(Ordering::Acquire)
+    }
+
+    pub fn set_kept_seen(&self, seq: i64) {
+        self.kept_seen.store(seq, Ordering::Release);
     }
 
     /// Stored faces in the index.
