@@ -437,6 +437,45 @@ def test_compreface_errors():
         same(answer(response, 404), {"message": "Subject nobody not found", "code": 42})
 
 
+def test_compreface_sdk_verify():
+    """compreface-sdk's two verifications: a photo's faces against a stored example
+    (`get_face_collection().verify`) and a source photo's face against a target's
+    (`init_face_verification(key).verify`). Every face gets a similarity; the same
+    person's is above the match confidence, another person's below."""
+    with Server() as server:
+        collection = recognition(server).get_face_collection()
+        image_id = client_call("add example", collection.add, str(OBAMA), "Barack Obama")["image_id"]
+
+        verified = client_call("verify against the example", collection.verify,
+                               str(OBAMA_AND_BIDEN), image_id, {"face_plugins": "landmarks"})
+        faces = verified.get("result")
+        assert faces is not None and len(faces) == 3, verified
+        similarities = sorted(face["similarity"] for face in faces)
+        print(f"    {OBAMA_AND_BIDEN.name} against {OBAMA.name}: similarities {similarities}")
+        assert similarities[-1] >= MATCH_CONFIDENCE > similarities[-2], similarities
+        for face in faces:
+            assert_box_inside(face["box"], OBAMA_AND_BIDEN)
+            assert len(face["landmarks"]) == 5, face
+        compreface_error(client_call("verify against no example", collection.verify, str(OBAMA_OTHER),
+                                     image_id.replace(image_id[:8], "00000000")), 44)
+
+        verification = CompreFace("http://127.0.0.1", str(server.port), {}).init_face_verification(RECOGNITION_KEY)
+        verified = client_call("verify two photos", verification.verify, str(OBAMA_OTHER), str(OBAMA_AND_BIDEN))
+        result = verified.get("result")
+        assert result is not None and len(result) == 1, verified
+        assert_box_inside(result[0]["source_image_face"]["box"], OBAMA_OTHER)
+        matches = sorted(face["similarity"] for face in result[0]["face_matches"])
+        print(f"    {OBAMA_AND_BIDEN.name} against {OBAMA_OTHER.name}: similarities {matches}")
+        assert len(matches) == 3 and matches[-1] >= MATCH_CONFIDENCE > matches[-2], verified
+        verified = client_call("verify a stranger", verification.verify, str(BIDEN), str(ALEX))
+        [match] = verified["result"][0]["face_matches"]
+        assert 0 <= match["similarity"] < MATCH_CONFIDENCE, verified
+        compreface_error(client_call("a source of two people", verification.verify, str(TWO_PEOPLE), str(OBAMA)),
+                         31, "More than one face in the source image")
+        same(client_call("nothing stored", recognition(server).get_subjects().list),
+             {"subjects": ["Barack Obama"]})
+
+
 # ---- double-take ----
 
 def test_double_take_deepstack():
@@ -514,6 +553,11 @@ def test_with_api_keys():
         assert added.get("subject") == "Kit", added
         compreface_error(client_call("wrong key", recognition(server, api_key="wrong").get_subjects().list),
                          10, "Recognition service with API Key wrong not found")
+        verification = CompreFace("http://127.0.0.1", str(server.port), {}).init_face_verification
+        compreface_error(client_call("wrong key", verification("wrong").verify, str(OBAMA), str(BIDEN)),
+                         10, "Verification service with API Key wrong not found")
+        verified = client_call("verify with the key", verification(KEY).verify, str(OBAMA), str(BIDEN))
+        assert len(verified.get("result", [{}])[0].get("face_matches", [])) == 1, verified
         response = requests.get(f"{server.base}/api/v1/recognition/subjects", timeout=TIMEOUT)
         same(answer(response, 400), {"message": "Missing header: x-api-key", "code": 20})
 

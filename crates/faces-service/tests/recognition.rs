@@ -1152,3 +1152,143 @@ async fn compreface_keeps_subjects_and_examples_and_recognises() {
     assert_eq!(deleted, json!({"deleted": 1}));
     assert!(app.store().await.list("examples").await.unwrap().is_empty());
 }
+
+/// CompreFace's verification service: `source_image` against `target_image`.
+async fn compreface_verification(app: &TestApp, source: &str, target: &str) -> (u16, Value) {
+    let part = |photo: &str| reqwest::multipart::Part::bytes(read(photo)).file_name("photo.jpg");
+    let form = reqwest::multipart::Form::new()
+        .part("source_image", part(source))
+        .part("target_image", part(target));
+    let response = app
+        .http
+        .post(app.url("/api/v1/verification/verify?face_plugins=landmarks"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("request sent");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn similarities(faces: &Value) -> Vec<f64> {
+    faces
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|face| face["similarity"].as_f64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn compreface_verifies_faces_against_an_example_and_between_photos() {
+    let app = TestApp::start_with(|c| c.workers = 0).await;
+    let (status, example) = compreface(
+        &app,
+        "POST",
+        "recognition/faces?subject=Obama",
+        Some("known_counts/fr_obama.jpg"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{example}");
+    let image_id = example["image_id"].as_str().unwrap();
+
+    // Every face gets a similarity: Obama's above the match distance's 0.67,
+    // Biden's below it.
+    let (status, verified) = compreface(
+        &app,
+        "POST",
+        &format!("recognition/faces/{image_id}/verify?status=true"),
+        Some("known_counts/fr_obama_and_biden.jpg"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{verified}");
+    let faces = &verified["result"];
+    assert_eq!(keys(&faces[0]), ["box", "similarity", "execution_time"]);
+    let mut found = similarities(faces);
+    found.sort_by(f64::total_cmp);
+    assert!(found.len() >= 2, "{verified}");
+    assert!(found[found.len() - 1] > 0.67, "Obama is Obama: {found:?}");
+    assert!(found[found.len() - 2] < 0.67, "Biden is not: {found:?}");
+    assert!(verified["plugins_versions"]["calculator"].is_string());
+    let (status, missing) = compreface(
+        &app,
+        "POST",
+        "recognition/faces/0e4f6ad4-7f0d-4a3c-9a8e-2a4f0c1b3d5e/verify",
+        Some("known_counts/fr_obama3.jpg"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, missing),
+        (
+            404,
+            json!({"message": "Image 0e4f6ad4-7f0d-4a3c-9a8e-2a4f0c1b3d5e not found", "code": 44})
+        )
+    );
+
+    // Two photos, nothing stored: the source's one face against the target's faces.
+    let (status, verified) = compreface_verification(
+        &app,
+        "known_counts/fr_obama3.jpg",
+        "known_counts/fr_obama_and_biden.jpg",
+    )
+    .await;
+    assert_eq!(status, 200, "{verified}");
+    let result = &verified["result"][0];
+    assert_eq!(keys(result), ["source_image_face", "face_matches"]);
+    assert_eq!(keys(&result["source_image_face"]), ["box", "landmarks"]);
+    let mut found = similarities(&result["face_matches"]);
+    found.sort_by(f64::total_cmp);
+    assert!(found[found.len() - 1] > 0.67, "{found:?}");
+    assert!(found[found.len() - 2] < 0.67, "{found:?}");
+    let (status, same) = compreface_verification(
+        &app,
+        "known_counts/fr_obama3.jpg",
+        "known_counts/fr_obama3.jpg",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(similarities(&same["result"][0]["face_matches"]), [1.0]);
+    for (source, target, answer) in [
+        (
+            "known_counts/fr_two_people.jpg",
+            "known_counts/fr_obama3.jpg",
+            json!({"message": "More than one face in the source image", "code": 31}),
+        ),
+        (
+            "nonface/skimage_coffee.png",
+            "known_counts/fr_obama3.jpg",
+            json!({"message": "No face is found in the given image", "code": 28}),
+        ),
+        (
+            "known_counts/fr_obama3.jpg",
+            "nonface/skimage_coffee.png",
+            json!({"message": "No face is found in the given image", "code": 28}),
+        ),
+    ] {
+        assert_eq!(
+            compreface_verification(&app, source, target).await,
+            (400, answer),
+            "{source} against {target}"
+        );
+    }
+    let (status, only_one) = compreface(
+        &app,
+        "POST",
+        "verification/verify",
+        Some("known_counts/fr_obama3.jpg"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, only_one),
+        (
+            400,
+            json!({"message": "Required part source_image is missing", "code": 34})
+        )
+    );
+    let (_, subjects) = compreface(&app, "GET", "recognition/subjects", None, None).await;
+    assert_eq!(subjects, json!({"subjects": ["Obama"]}), "nothing stored");
+}

@@ -48,6 +48,8 @@ use crate::state::AppState;
         super::peers::compreface_faces::delete_several,
         super::peers::compreface_faces::face_image,
         super::peers::compreface_faces::recognize,
+        super::peers::compreface_verify::verify_example,
+        super::peers::compreface_verify::verify,
         super::subjects::list,
         super::subjects::create,
         super::subjects::show,

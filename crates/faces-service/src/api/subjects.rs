@@ -362,11 +362,11 @@ async fn photo_example(
     request: Request,
 ) -> Result<Example, ApiError> {
     let _slot = detection::enter(state, &request).map_err(refusal)?;
-    let form = detection::read_multipart(request, "image", state.config.max_upload_bytes)
+    let form = detection::read_multipart(request, &["image"], state.config.max_upload_bytes)
         .await
         .map_err(refusal)?;
     let photo = form
-        .file
+        .file("image")
         .ok_or_else(|| ApiError::image(messages::NO_FILE))?;
     if photo.is_empty() {
         return Err(ApiError::image(messages::EMPTY));

@@ -73,6 +73,11 @@ pub struct CompreFaceFace {
     /// With `face_plugins=calculator`: the face's embedding, dlib's 128 numbers.
     #[serde(skip_serializing_if = "Option::is_none")]
     embedding: Option<Vec<f32>>,
+    /// Verification only: how alike this face and the one it is verified against
+    /// are (see docs/api.md, "Recognition's confidence"), 0.67 at the match distance.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = 0.97858)]
+    similarity: Option<f64>,
     /// With `status=true`: milliseconds per plugin.
     #[serde(skip_serializing_if = "Option::is_none")]
     execution_time: Option<CompreFaceExecutionTime>,
@@ -133,7 +138,15 @@ pub struct CompreFacePlugins {
 pub struct CompreFaceFaces {
     pub(super) result: Vec<CompreFaceFace>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    plugins_versions: Option<CompreFacePlugins>,
+    pub(super) plugins_versions: Option<CompreFacePlugins>,
+}
+
+/// What recognition or verification adds to each face of [`detected`]'s answer, one
+/// per face of the detection, in its order.
+pub(super) enum Matches {
+    None,
+    Subjects(Vec<Vec<CompreFaceSubject>>),
+    Similarity(Vec<f32>),
 }
 
 /// Every error: CompreFace's shape.
@@ -270,7 +283,12 @@ async fn answer(
     let _slot = detection::enter(state, &request)?;
     let (image, options) = photo_request(state, request, "Detection").await?;
     let found = detect_now(state, image, &options, options.calculator).await?;
-    Ok(detected(found, options, state.config.score_threshold, None))
+    Ok(detected(
+        found,
+        options,
+        state.config.score_threshold,
+        Matches::None,
+    ))
 }
 
 /// A request with a photo, as CompreFace reads one: the whole body first (a client
@@ -282,26 +300,46 @@ pub(super) async fn photo_request(
     request: Request,
     service: &str,
 ) -> Result<(Bytes, Options), CompreFaceError> {
-    let (headers, query) = (
-        request.headers().clone(),
-        request.uri().query().map(str::to_owned),
-    );
-    let file = read_file(state, request).await?;
+    let (images, options) = photos_request(state, request, service, &["file"]).await?;
+    let image = images.into_iter().next().unwrap_or_default();
+    Ok((image, options))
+}
+
+/// [`photo_request`] for a request with several photos: the parts (or JSON keys)
+/// `names`, each required, in that order.
+pub(super) async fn photos_request(
+    state: &Arc<AppState>,
+    request: Request,
+    service: &str,
+    names: &[&str],
+) -> Result<(Vec<Bytes>, Options), CompreFaceError> {
+    let query = request.uri().query().map(str::to_owned);
+    let headers = request.headers().clone();
+    let files = read_files(state, request, names).await?;
     let given = key_header(state, &headers)?;
-    let file = file.ok_or_else(|| {
-        CompreFaceError::new(
-            StatusCode::BAD_REQUEST,
-            code::MISSING_PART,
-            "Required part file is missing",
-        )
-    })?;
+    let files = files
+        .into_iter()
+        .zip(names)
+        .map(|(file, name)| {
+            file.ok_or_else(|| {
+                CompreFaceError::new(
+                    StatusCode::BAD_REQUEST,
+                    code::MISSING_PART,
+                    format!("Required part {name} is missing"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let options = options(query.as_deref())?;
     check_key(state, given, service)?;
-    let image = match file {
-        File::Bytes(bytes) => bytes,
-        File::Base64(text) => base64_file(&text)?,
-    };
-    Ok((image, options))
+    let images = files
+        .into_iter()
+        .map(|file| match file {
+            File::Bytes(bytes) => Ok(bytes),
+            File::Base64(text) => base64_file(&text),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((images, options))
 }
 
 /// The `x-api-key` header; with keys configured, a missing one is refused (code 20).
@@ -434,17 +472,23 @@ pub(super) enum File {
     Base64(String),
 }
 
-/// Reads the body; `None` when it has no file.
-pub(super) async fn read_file(
+/// Reads the body: the photo in each part (or JSON key) of `names`, in that order,
+/// `None` where the body has none.
+async fn read_files(
     state: &AppState,
     request: Request,
-) -> Result<Option<File>, CompreFaceError> {
+    names: &[&str],
+) -> Result<Vec<Option<File>>, CompreFaceError> {
     let limit = state.config.max_upload_bytes;
     if detection::media_type(request.headers()) != "application/json" {
-        let form = detection::read_multipart(request, "file", limit).await?;
-        return Ok(form.file.map(File::Bytes));
+        let form = detection::read_multipart(request, names, limit).await?;
+        return Ok(names
+            .iter()
+            .map(|name| form.file(name).map(File::Bytes))
+            .collect());
     }
-    let json_limit = (limit.saturating_mul(4) / 3).saturating_add(64 * 1024) as usize;
+    let json_limit =
+        (limit.saturating_mul(4 * names.len() as u64) / 3).saturating_add(64 * 1024) as usize;
     let body = to_bytes(request.into_body(), json_limit)
         .await
         .map_err(|_| {
@@ -452,10 +496,14 @@ pub(super) async fn read_file(
         })?;
     let json: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|_| CompreFaceError::invalid("The request body is not valid JSON."))?;
-    Ok(json
-        .get("file")
-        .and_then(|f| f.as_str())
-        .map(|text| File::Base64(text.to_owned())))
+    Ok(names
+        .iter()
+        .map(|name| {
+            json.get(name)
+                .and_then(|f| f.as_str())
+                .map(|text| File::Base64(text.to_owned()))
+        })
+        .collect())
 }
 
 /// Standard Base64 with or without padding, line breaks allowed, a `data:` URL prefix too.
@@ -479,13 +527,12 @@ pub(super) fn base64_file(text: &str) -> Result<Bytes, CompreFaceError> {
     })
 }
 
-/// The answer for what `found` holds: with `subjects` (recognition), each face's
-/// subjects, in the order of `found.faces`.
+/// The answer for what `found` holds, each face with its `matches`.
 pub(super) fn detected(
     found: Found,
     options: Options,
     ours: f32,
-    subjects: Option<Vec<Vec<CompreFaceSubject>>>,
+    matches: Matches,
 ) -> CompreFaceFaces {
     let mut kept: Vec<usize> = (0..found.faces.len()).collect();
     if options.limit > 0 && kept.len() > options.limit {
@@ -512,7 +559,10 @@ pub(super) fn detected(
                     x_min: pixels.x_min,
                     y_min: pixels.y_min,
                 },
-                subjects: subjects.as_ref().map(|s| s[i].clone()),
+                subjects: match &matches {
+                    Matches::Subjects(subjects) => Some(subjects[i].clone()),
+                    _ => None,
+                },
                 landmarks: options.landmarks.then(|| {
                     face.landmarks
                         .iter()
@@ -520,6 +570,10 @@ pub(super) fn detected(
                         .collect()
                 }),
                 embedding: (options.calculator && embedded).then(|| found.embeddings[i].0.to_vec()),
+                similarity: match &matches {
+                    Matches::Similarity(similarities) => Some(rounded(similarities[i])),
+                    _ => None,
+                },
                 execution_time: options.status.then(|| CompreFaceExecutionTime {
                     detector: detector_ms.round(),
                     calculator: embedded.then(|| calculator_ms.round()),

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::compreface::{
     self, code, detect_now, detected, key_header, photo_request, CompreFaceError, CompreFaceFaces,
-    CompreFaceSubject,
+    CompreFaceSubject, Matches,
 };
 use super::detection::{self, Refusal};
 use super::scale;
@@ -40,7 +40,10 @@ const MAX_JSON_BYTES: usize = 64 * 1024;
 const DEFAULT_PAGE_SIZE: i64 = 20;
 const MAX_PAGE_SIZE: i64 = 1000;
 
-fn answer<T: Serialize>(result: Result<T, CompreFaceError>, status: StatusCode) -> Response {
+pub(super) fn answer<T: Serialize>(
+    result: Result<T, CompreFaceError>,
+    status: StatusCode,
+) -> Response {
     match result {
         Ok(body) => (status, Json(body)).into_response(),
         Err(failure) => {
@@ -50,7 +53,7 @@ fn answer<T: Serialize>(result: Result<T, CompreFaceError>, status: StatusCode) 
     }
 }
 
-fn database(error: sqlx::Error) -> CompreFaceError {
+pub(super) fn database(error: sqlx::Error) -> CompreFaceError {
     CompreFaceError::fault(Fault::of_database(&error), error)
 }
 
@@ -695,7 +698,7 @@ pub async fn recognize(State(state): State<Arc<AppState>>, request: Request) -> 
             found,
             options,
             state.config.score_threshold,
-            Some(subjects),
+            Matches::Subjects(subjects),
         ))
     };
     answer(recognized.await, StatusCode::OK)

@@ -189,9 +189,10 @@ pub async fn detect(State(state): State<Arc<AppState>>, request: Request) -> Res
 
 async fn answer(state: &Arc<AppState>, request: Request) -> Result<Found, DeepStackError> {
     let _slot = detection::enter(state, &request)?;
-    let form = detection::read_multipart(request, "image", state.config.max_upload_bytes).await?;
+    let form =
+        detection::read_multipart(request, &["image"], state.config.max_upload_bytes).await?;
     check_key(state, form.value("api_key"))?;
-    let Some(image) = form.file.clone() else {
+    let Some(image) = form.file("image") else {
         return Err(DeepStackError::new(
             StatusCode::BAD_REQUEST,
             "No valid image file found",

@@ -309,9 +309,10 @@ async fn recognized(
 ) -> Result<DeepStackRecognition, DeepStackError> {
     let started = Instant::now();
     let _slot = detection::enter(state, &request)?;
-    let form = detection::read_multipart(request, "image", state.config.max_upload_bytes).await?;
+    let form =
+        detection::read_multipart(request, &["image"], state.config.max_upload_bytes).await?;
     check_key(state, form.value("api_key"))?;
-    let Some(image) = form.file.clone() else {
+    let Some(image) = form.file("image") else {
         return Err(DeepStackError::new(
             StatusCode::BAD_REQUEST,
             "No valid image file found",

@@ -106,14 +106,22 @@ pub fn enter<'a>(state: &'a AppState, request: &Request) -> Result<Slot<'a>, Ref
     })
 }
 
-/// A multipart form read into memory: the file part asked for, and the plain values.
+/// A multipart form read into memory: the file parts asked for, and the plain values.
 #[derive(Debug, Default)]
 pub struct Form {
-    pub file: Option<Bytes>,
+    files: Vec<(String, Bytes)>,
     values: Vec<(String, String)>,
 }
 
 impl Form {
+    /// The file part `name`, if the form had one.
+    pub fn file(&self, name: &str) -> Option<Bytes> {
+        self.files
+            .iter()
+            .find(|(field, _)| field == name)
+            .map(|(_, bytes)| bytes.clone())
+    }
+
     /// The first value of field `name`.
     pub fn value(&self, name: &str) -> Option<&str> {
         self.values
@@ -152,13 +160,13 @@ async fn multipart(request: Request) -> Option<Multipart> {
     Multipart::from_request(request, &()).await.ok()
 }
 
-/// Reads a `multipart/form-data` body: the first part named `file_field` (a file or
-/// not, whatever its name and content type: the format is told from the bytes) up to
-/// `limit` bytes, and the other parts as values. `Ok` with no file if the body is not
-/// multipart at all.
+/// Reads a `multipart/form-data` body: the first part named each of `file_fields`
+/// (a file or not, whatever its name and content type: the format is told from the
+/// bytes) up to `limit` bytes each, and the other parts as values. `Ok` with no file
+/// if the body is not multipart at all.
 pub async fn read_multipart(
     request: Request,
-    file_field: &str,
+    file_fields: &[&str],
     limit: u64,
 ) -> Result<Form, Refusal> {
     let Some(mut multipart) = multipart(request).await else {
@@ -172,14 +180,15 @@ pub async fn read_multipart(
             Ok(None) => break,
             // No part at all (an empty body, as some clients send an empty form):
             // a form without the file, not a broken upload.
-            Err(error) if form.file.is_none() && form.values.is_empty() => match malformed(error) {
+            Err(error) if form.files.is_empty() && form.values.is_empty() => match malformed(error)
+            {
                 Refusal::Unreadable(StatusCode::BAD_REQUEST, _) => break,
                 refusal => return Err(refusal),
             },
             Err(error) => return Err(malformed(error)),
         };
         let name = field.name().unwrap_or_default().to_owned();
-        if name == file_field && form.file.is_none() {
+        if file_fields.contains(&name.as_str()) && form.file(&name).is_none() {
             let mut bytes = BytesMut::new();
             while let Some(chunk) = field.chunk().await.map_err(malformed)? {
                 if (bytes.len() + chunk.len()) as u64 > limit {
@@ -187,7 +196,7 @@ pub async fn read_multipart(
                 }
                 bytes.extend_from_slice(&chunk);
             }
-            form.file = Some(bytes.freeze());
+            form.files.push((name, bytes.freeze()));
         } else if field.file_name().is_none() {
             let mut value = Vec::new();
             while let Some(chunk) = field.chunk().await.map_err(malformed)? {

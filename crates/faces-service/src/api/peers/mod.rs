@@ -9,6 +9,7 @@
 
 pub(super) mod compreface;
 pub(super) mod compreface_faces;
+pub(super) mod compreface_verify;
 pub(super) mod deepstack;
 pub(super) mod deepstack_faces;
 pub(super) mod detection;
@@ -28,6 +29,10 @@ use crate::state::AppState;
 pub fn routes(max_upload_bytes: u64) -> Router<Arc<AppState>> {
     let limit = DefaultBodyLimit::max(
         (max_upload_bytes.saturating_mul(4) / 3).saturating_add(1024 * 1024) as usize,
+    );
+    // Verification sends two photos.
+    let verify_limit = DefaultBodyLimit::max(
+        (max_upload_bytes.saturating_mul(8) / 3).saturating_add(1024 * 1024) as usize,
     );
     let deepstack = post(deepstack::detect).layer::<_, Infallible>(limit);
     Router::new()
@@ -76,6 +81,14 @@ pub fn routes(max_upload_bytes: u64) -> Router<Arc<AppState>> {
         .route(
             "/api/v1/recognition/faces/{image_id}/img",
             get(compreface_faces::face_image),
+        )
+        .route(
+            "/api/v1/recognition/faces/{image_id}/verify",
+            post(compreface_verify::verify_example).layer::<_, Infallible>(limit),
+        )
+        .route(
+            "/api/v1/verification/verify",
+            post(compreface_verify::verify).layer::<_, Infallible>(verify_limit),
         )
         .route(
             "/api/v1/recognition/recognize",

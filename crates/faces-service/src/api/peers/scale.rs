@@ -77,6 +77,18 @@ pub fn similarity(distance: f32, within: f32) -> Option<f32> {
     Some(1.0 - (1.0 - NAMED_AT) * ratio * ratio)
 }
 
+/// Verification (CompreFace's `verify`): the similarity of two faces at Euclidean
+/// `distance`, on [`similarity`]'s curve but for any distance, as verification
+/// answers with a number for every pair and the client decides: [`NAMED_AT`] at the
+/// match distance, falling on to 0 at 1.74 times it.
+pub fn verification(distance: f32, within: f32) -> f32 {
+    if !(distance.is_finite() && within > 0.0) {
+        return 0.0;
+    }
+    let ratio = distance.max(0.0) / within;
+    clamp01(1.0 - (1.0 - NAMED_AT) * ratio * ratio)
+}
+
 /// The confidence of a face at the match distance: DeepStack's (and
 /// CodeProject.AI's) default `min_confidence` for recognition.
 pub const NAMED_AT: f32 = 0.67;
@@ -113,6 +125,19 @@ mod tests {
         assert!(close(COMPREFACE.threshold(0.4, 0.5), 0.25));
         assert!(close(COMPREFACE.threshold(0.9, 0.5), 0.75));
         assert!(close(DEEPSTACK.threshold(0.775, 0.5), 0.75));
+    }
+
+    #[test]
+    fn verification_follows_similarity_and_goes_on_beyond_the_match_distance() {
+        for distance in [0.0, 0.1, 0.3, 0.5, 0.6] {
+            assert!(close(
+                verification(distance, 0.6),
+                similarity(distance, 0.6).unwrap()
+            ));
+        }
+        assert!(verification(0.7, 0.6) < NAMED_AT && verification(0.7, 0.6) > 0.5);
+        assert_eq!(verification(1.2, 0.6), 0.0);
+        assert_eq!(verification(f32::NAN, 0.6), 0.0);
     }
 
     #[test]
