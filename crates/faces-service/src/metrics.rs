@@ -97,6 +97,8 @@ struct Inner {
     queued: Gauge,
     running: Gauge,
     feed_clients: Gauge,
+    search_faces: Gauge,
+    examples: Gauge,
 }
 
 #[derive(Clone)]
@@ -113,6 +115,10 @@ pub struct Gauges {
     pub queued: i64,
     pub running: i64,
     pub feed_clients: usize,
+    /// Stored faces in this node's search index (512 bytes and more each).
+    pub search_faces: usize,
+    /// Subjects' example faces this node names faces with.
+    pub examples: usize,
 }
 
 impl Default for Metrics {
@@ -182,6 +188,14 @@ impl Metrics {
             "faces_feed_clients",
             "Connected live-feed clients (WebSocket and Socket.IO).",
         );
+        describe_gauge(
+            "faces_search_index_faces",
+            "Stored faces in this node's in-memory search index.",
+        );
+        describe_gauge(
+            "faces_examples",
+            "Example faces of subjects this node names faces with.",
+        );
         describe(
             "faces_http_requests_total",
             None,
@@ -216,6 +230,9 @@ impl Metrics {
             queued: queue("queued"),
             running: queue("running"),
             feed_clients: recorder.register_gauge(&Key::from_name("faces_feed_clients"), &METADATA),
+            search_faces: recorder
+                .register_gauge(&Key::from_name("faces_search_index_faces"), &METADATA),
+            examples: recorder.register_gauge(&Key::from_name("faces_examples"), &METADATA),
             recorder,
         };
         Metrics(Arc::new(inner))
@@ -287,6 +304,8 @@ impl Metrics {
         self.0.queued.set(gauges.queued as f64);
         self.0.running.set(gauges.running as f64);
         self.0.feed_clients.set(gauges.feed_clients as f64);
+        self.0.search_faces.set(gauges.search_faces as f64);
+        self.0.examples.set(gauges.examples as f64);
         self.0.recorder.handle().render()
     }
 }

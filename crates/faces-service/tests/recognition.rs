@@ -544,6 +544,21 @@ async fn find_this_person_newest_first_by_photo_or_stored_face() {
         .map(|m| m["image_id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, obama, "Obama's photos, newest first, not Biden's");
+    // The index's size is on /metrics: three photos of one face each, no example.
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("\nfaces_search_index_faces 3\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("\nfaces_examples 0\n"), "{metrics}");
     let first = &found["matches"][0];
     assert_eq!(
         keys(first),

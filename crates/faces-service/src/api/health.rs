@@ -53,7 +53,7 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 /// Prometheus metrics.
 ///
 /// Queue depth by state, jobs done/failed/retried, detection latency, uploads,
-/// feed clients, and HTTP requests by route and status.
+/// feed clients, the recognition index's size, and HTTP requests by route and status.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
@@ -62,6 +62,8 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         queued: depth.queued,
         running: depth.running,
         feed_clients: state.feed.connected_clients(),
+        search_faces: state.index.faces_len(),
+        examples: state.index.examples().len(),
     });
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
