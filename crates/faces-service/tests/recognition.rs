@@ -1307,3 +1307,67 @@ async fn compreface_verifies_faces_against_an_example_and_between_photos() {
     let (_, subjects) = compreface(&app, "GET", "recognition/subjects", None, None).await;
     assert_eq!(subjects, json!({"subjects": ["Obama"]}), "nothing stored");
 }
+
+#[tokio::test]
+async fn compreface_takes_a_face_crop_whole_with_detect_faces_false() {
+    let app = TestApp::start_with(|c| c.workers = 0).await;
+    let (status, _) = compreface(
+        &app,
+        "POST",
+        "recognition/faces?subject=Biden",
+        Some("known_counts/fr_biden.jpg"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201);
+    // Biden's face in another photo, cut out at the box recognition gives it.
+    let group = "known_counts/fr_obama_and_biden.jpg";
+    let (status, recognised) =
+        compreface(&app, "POST", "recognition/recognize", Some(group), None).await;
+    assert_eq!(status, 200, "{recognised}");
+    let biden = recognised["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|face| face["subjects"][0]["subject"] == "Biden")
+        .unwrap_or_else(|| panic!("Biden is in {group}: {recognised}"))["box"]
+        .clone();
+    let corner = |key: &str| biden[key].as_u64().unwrap() as u32;
+    let (x, y) = (corner("x_min"), corner("y_min"));
+    // The peers' `x_max` and `y_max` are the edges after the box.
+    let (width, height) = (corner("x_max") - x, corner("y_max") - y);
+    let crop = image::load_from_memory(&read(group))
+        .unwrap()
+        .crop_imm(x, y, width, height);
+    let mut png = Vec::new();
+    crop.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+
+    let recognize = |query: &'static str| {
+        let part = reqwest::multipart::Part::bytes(png.clone()).file_name("crop.png");
+        app.http
+            .post(app.url(&format!("/api/v1/recognition/recognize?{query}")))
+            .multipart(reqwest::multipart::Form::new().part("file", part))
+            .send()
+    };
+    let whole: Value = recognize("detect_faces=false&face_plugins=landmarks")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let result = whole["result"].as_array().expect("a result");
+    assert_eq!(result.len(), 1, "{whole}");
+    assert_eq!(
+        keys(&result[0]),
+        ["box", "subjects"],
+        "no landmarks: {whole}"
+    );
+    assert_eq!(
+        result[0]["box"],
+        json!({"probability": 1.0, "x_max": width, "y_max": height, "x_min": 0, "y_min": 0})
+    );
+    assert_eq!(result[0]["subjects"][0]["subject"], "Biden", "{whole}");
+    let bad = recognize("detect_faces=perhaps").await.unwrap();
+    assert_eq!(bad.status(), 400);
+}

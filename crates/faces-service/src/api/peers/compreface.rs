@@ -233,12 +233,14 @@ pub(super) struct Options {
     limit: usize,
     /// On CompreFace's scale.
     pub(super) threshold: f32,
-    landmarks: bool,
+    pub(super) landmarks: bool,
     /// `face_plugins=calculator`: each face's embedding.
     pub(super) calculator: bool,
     status: bool,
     /// Recognition: subjects listed per face, 1 or more.
     pub(super) prediction_count: usize,
+    /// Recognition: `false` takes the whole photo as one face (a crop already).
+    pub(super) detect_faces: bool,
 }
 
 /// Detect faces, as CompreFace's detection service does.
@@ -414,6 +416,7 @@ pub(super) fn options(query: Option<&str>) -> Result<Options, CompreFaceError> {
         calculator: false,
         status: false,
         prediction_count: 1,
+        detect_faces: true,
     };
     for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         let value = value.trim();
@@ -450,6 +453,11 @@ pub(super) fn options(query: Option<&str>) -> Result<Options, CompreFaceError> {
             "status" => {
                 options.status = boolean(value)
                     .ok_or_else(|| CompreFaceError::invalid("status: must be true or false"))?
+            }
+            "detect_faces" => {
+                options.detect_faces = boolean(value).ok_or_else(|| {
+                    CompreFaceError::invalid("detect_faces: must be true or false")
+                })?
             }
             _ => {}
         }
@@ -615,8 +623,10 @@ mod tests {
                 calculator: false,
                 status: true,
                 prediction_count: 1,
+                detect_faces: true,
             }
         );
+        assert!(!options(Some("detect_faces=false")).unwrap().detect_faces);
         assert_eq!(options(None).unwrap().threshold, 0.8);
         assert!(!options(Some("face_plugins=age")).unwrap().landmarks);
         for bad in [
@@ -625,6 +635,7 @@ mod tests {
             "det_prob_threshold=1.5",
             "det_prob_threshold=x",
             "status=maybe",
+            "detect_faces=perhaps",
             "prediction_count=0",
         ] {
             let failure = options(Some(bad)).unwrap_err();

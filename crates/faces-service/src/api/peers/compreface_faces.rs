@@ -664,6 +664,7 @@ pub async fn face_image(
         ("det_prob_threshold" = Option<f64>, Query, minimum = 0, maximum = 1, description = "Minimum face probability on CompreFace's scale; default 0.8"),
         ("face_plugins" = Option<String>, Query, description = "Comma-separated; `landmarks` adds each face's 5 landmarks, `calculator` its embedding; others are ignored"),
         ("status" = Option<bool>, Query, description = "`true` adds `execution_time` per face and `plugins_versions`"),
+        ("detect_faces" = Option<bool>, Query, description = "`false`: the whole photo is one face (a face crop); its box is the image, no landmarks"),
     ),
     responses(
         (status = 200, description = "The faces with their subjects", body = CompreFaceFaces),
@@ -676,8 +677,14 @@ pub async fn face_image(
 pub async fn recognize(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let recognized = async {
         let _slot = detection::enter(&state, &request)?;
-        let (image, options) = photo_request(&state, request, SERVICE).await?;
-        let found = detect_now(&state, image, &options, true).await?;
+        let (image, mut options) = photo_request(&state, request, SERVICE).await?;
+        let found = if options.detect_faces {
+            detect_now(&state, image, &options, true).await?
+        } else {
+            // The photo is a face already; nothing located its landmarks.
+            options.landmarks = false;
+            detection::whole(&state, image).await?
+        };
         let (examples, within) = (state.index.examples(), state.config.match_distance);
         let subjects = found
             .embeddings

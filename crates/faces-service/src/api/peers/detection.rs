@@ -392,6 +392,38 @@ pub async fn detect(
     .await
 }
 
+/// The whole photo `bytes` as one face, for photos that are a face already
+/// (CompreFace's `detect_faces=false`): its box is the image, its score 1, and its
+/// embedding. Nothing locates its landmarks: they are all the centre, and the
+/// callers never answer them.
+pub async fn whole(state: &Arc<AppState>, bytes: Bytes) -> Result<Found, Refusal> {
+    let recognizer = state.recognizer().await.ok_or(Refusal::Failed)?;
+    with_image(state, bytes, move |image, started| {
+        let (width, height) = (image.width() as f32, image.height() as f32);
+        let face = Face {
+            x: 0.0,
+            y: 0.0,
+            width,
+            height,
+            score: 1.0,
+            landmarks: [[width / 2.0, height / 2.0]; 5],
+        };
+        let embedding = Instant::now();
+        let embeddings = recognizer.embed(image, &[FaceRect::of(&face)]);
+        let embedding = embedding.elapsed();
+        Ok(Found {
+            width: image.width(),
+            height: image.height(),
+            faces: vec![face],
+            embeddings,
+            inference: Duration::ZERO,
+            embedding,
+            process: started.elapsed(),
+        })
+    })
+    .await
+}
+
 /// The embeddings of the faces at `rects` in the photo `bytes` (a stored original,
 /// for a face processed while recognition was off), computed now.
 pub async fn embed(
