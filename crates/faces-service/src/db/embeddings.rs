@@ -126,14 +126,6 @@ impl Db {
             .collect()
     }
 
-    /// The last `kept_embeddings` row's `seq` (0 if none).
-    pub async fn last_kept(&self) -> sqlx::Result<i64> {
-        let row = sqlx::query("SELECT MAX(seq) AS seq FROM kept_embeddings")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get::<Option<i64>, _>("seq")?.unwrap_or(0))
-    }
-
     /// How many of submission `id`'s faces have an embedding.
     pub async fn embeddings_count(&self, id: Uuid) -> sqlx::Result<i64> {
         sqlx::query("SELECT COUNT(*) AS n FROM face_embeddings WHERE submission_id = $1")
