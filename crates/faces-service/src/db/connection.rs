@@ -147,9 +147,13 @@ impl Db {
             Dialect::Sqlite => SQLITE_MIGRATIONS,
             Dialect::Postgres => POSTGRES_MIGRATIONS,
         };
-        // One transaction; on PostgreSQL several processes may start at once, so the
-        // first takes a lock and the others wait, then find nothing left to do.
-        let mut tx = self.pool.begin().await?;
+        // One transaction; several processes may start at once, so the first takes
+        // a lock (SQLite: the write lock at BEGIN, see `transaction`) and the others
+        // wait, then find nothing left to do.
+        let mut tx = match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.pool.begin().await?,
+        };
         if self.dialect == Dialect::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock(728461)")
                 .execute(&mut *tx)
