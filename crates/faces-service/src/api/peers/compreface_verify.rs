@@ -10,6 +10,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use faces_detect::Embedding;
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -19,7 +20,7 @@ use super::compreface::{
     CompreFaceFace, CompreFaceFaces, CompreFacePlugins, Matches,
 };
 use super::compreface_faces::{answer, database};
-use super::detection;
+use super::detection::{self, Found};
 use super::scale;
 use crate::state::AppState;
 
@@ -72,12 +73,7 @@ pub async fn verify_example(
             .map_err(database)?
             .ok_or_else(not_found)?;
         let found = detect_now(&state, image, &options, true).await?;
-        let within = state.config.match_distance;
-        let similarities = found
-            .embeddings
-            .iter()
-            .map(|embedding| scale::verification(embedding.distance(&example.embedding), within))
-            .collect();
+        let similarities = similarities(&state, &found, &example.embedding);
         Ok(detected(
             found,
             options,
@@ -169,12 +165,7 @@ pub async fn verify(State(state): State<Arc<AppState>>, request: Request) -> Res
         }
         let source_embedding = source.embeddings.first().cloned().ok_or_else(no_face)?;
         let target = detect_now(&state, target, &options, true).await?;
-        let within = state.config.match_distance;
-        let similarities = target
-            .embeddings
-            .iter()
-            .map(|embedding| scale::verification(embedding.distance(&source_embedding), within))
-            .collect();
+        let similarities = similarities(&state, &target, &source_embedding);
         let source = detected(source, options, ours, Matches::None);
         let target = detected(target, options, ours, Matches::Similarity(similarities));
         let plugins_versions = source.plugins_versions;
@@ -187,4 +178,14 @@ pub async fn verify(State(state): State<Arc<AppState>>, request: Request) -> Res
         })
     };
     answer(verified.await, StatusCode::OK)
+}
+
+/// Each face of `found` against `to`, on verification's scale.
+fn similarities(state: &AppState, found: &Found, to: &Embedding) -> Vec<f32> {
+    let within = state.config.match_distance;
+    found
+        .embeddings
+        .iter()
+        .map(|embedding| scale::verification(embedding.distance(to), within))
+        .collect()
 }
